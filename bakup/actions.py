@@ -1,0 +1,242 @@
+"""The actions bakup performs, shared by the CLI and the worker: back up, prune, restore.
+
+Each action logs in the original script's words, emits events for metrics and notifications,
+and raises a BakupError with a one-line message when it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bakup import __version__, events
+from bakup.catalog import Backup, backup_name, delete_backup, find_backup, scan, write_manifest
+from bakup.compression import get_compression
+from bakup.dburl import ConnectionParams
+from bakup.dump import dump_to_storage
+from bakup.errors import BakupError
+from bakup.logs import RULE, megabytes
+from bakup.restore import restore_backup
+from bakup.retention import PrunePlan, plan_prune
+from bakup.settings import Settings
+from bakup.storage import Storage, open_storage
+
+log = logging.getLogger("bakup")
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """A finished backup and, when pruning after it failed, why."""
+
+    backup: Backup
+    prune_error: BakupError | None = None
+
+
+def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutcome:
+    """Take one backup of the configured database, then prune.
+
+    Given the settings (and optionally a storage to use instead of the configured one);
+    returns the new backup. Raises BakupError (with the failed stage) when the backup fails;
+    in that case nothing is pruned. A failure of the pruning that follows a good backup is
+    returned in the outcome, not raised: the backup itself stands.
+    """
+    database = settings.require_database()
+    storage = storage or open_storage(settings.backup_dir)
+    label = database.dbname
+    log.info(RULE)
+    log.info("Starting PostgreSQL database backup")
+    log.info("Database: %s on %s:%s", database.dbname, database.host, database.port)
+    log.info("User: %s", database.user or "(default)")
+    log.info("Backup directory: %s", storage.describe())
+    events.emit(events.Event(events.BACKUP_STARTED, label))
+    try:
+        backup = _take_backup(settings, database, storage)
+    except BakupError as error:
+        log.error("ERROR: Failed to create backup: %s", error.message)
+        log.info(RULE)
+        events.emit(
+            events.Event(events.BACKUP_FAILED, label, stage=error.stage, error=error.message)
+        )
+        raise
+    events.emit(
+        events.Event(
+            events.BACKUP_SUCCEEDED,
+            label,
+            details={
+                "name": backup.name,
+                "size_bytes": backup.size_bytes,
+                "raw_size_bytes": backup.raw_size_bytes,
+                "duration_seconds": backup.duration_seconds,
+                "created_at": backup.created_at,
+            },
+        )
+    )
+    prune_error = None
+    try:
+        run_prune(settings, storage, label=label)
+    except BakupError as error:
+        prune_error = error
+        log.error("ERROR: Failed to prune old backups: %s", error.message)
+    log.info("Backup completed successfully")
+    log.info(RULE)
+    return BackupOutcome(backup, prune_error)
+
+
+def _take_backup(settings: Settings, database: ConnectionParams, storage: Storage) -> Backup:
+    """Dump, store and describe one backup; the manifest is written last."""
+    storage.prepare()
+    _, has_manifest = scan(storage)
+    for leftover in storage.clean_abandoned(has_manifest):
+        log.info("Removed leftover of an interrupted backup: %s", leftover)
+    created_at = datetime.now(UTC).replace(microsecond=0)
+    name = backup_name(created_at, settings.compression)
+    log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
+    log.info("Compressing backup...")
+    result = dump_to_storage(
+        database,
+        storage,
+        name,
+        compression=settings.compression,
+        level=settings.compression_level,
+        pg_bin_dir=settings.pg_bin_dir,
+    )
+    try:
+        backup = Backup(
+            name=name,
+            database=database.dbname,
+            created_at=created_at,
+            finished_at=datetime.now(UTC),
+            size_bytes=result.size_bytes,
+            raw_size_bytes=result.raw_size_bytes,
+            sha256=result.sha256,
+            compression=settings.compression,
+            compression_level=(
+                settings.compression_level
+                if settings.compression_level is not None
+                else get_compression(settings.compression).default_level
+            ),
+            duration_seconds=round(result.duration_seconds, 3),
+            pg_dump_version=result.archive.pg_dump_version,
+            server_version=result.archive.server_version,
+            archive_version=result.archive.archive_version,
+            source=database.display(),
+            table_row_counts=result.archive.row_counts,
+            bakup_version=__version__,
+        )
+        write_manifest(storage, backup)
+    except BaseException:
+        result.writer.abort()
+        raise
+    result.writer.close()
+    log.info("Backup created successfully")
+    log.info("Backup size: %s", megabytes(backup.raw_size_bytes))
+    log.info("Backup compressed successfully: %s", megabytes(backup.size_bytes))
+    return backup
+
+
+def _unused_name(storage: Storage, compression: str) -> tuple[datetime, str]:
+    """Return the start time and file name for a new backup.
+
+    Names have one-second resolution; when a backup of this second already exists (two runs
+    in quick succession), wait for the next second rather than fail or overwrite.
+    """
+    existing = set(storage.list_names())
+    while True:
+        now = datetime.now(timezone.utc)
+        name = backup_name(now, compression)
+        if name not in existing:
+            return now.replace(microsecond=0), name
+        time.sleep(1.0 - now.microsecond / 1_000_000)
+
+
+def run_prune(
+    settings: Settings,
+    storage: Storage | None = None,
+    *,
+    dry_run: bool = False,
+    label: str | None = None,
+    now: datetime | None = None,
+) -> PrunePlan[Backup]:
+    """Apply the retention policy to the complete backups in storage.
+
+    Returns the plan that was carried out (or, with ``dry_run``, only shown). Raises
+    BakupError (stage ``prune``) when storage cannot be listed or a deletion fails; backups
+    deleted before the failure stay deleted, the rest stay.
+    """
+    storage = storage or open_storage(settings.backup_dir)
+    label = label or (settings.database.dbname if settings.database else "")
+    policy = settings.retention
+    try:
+        backups, has_manifest = scan(storage)
+        plan = plan_prune(backups, policy, now or datetime.now(UTC))
+        log.info("Cleaning up old backups (keeping last %s)...", policy.max_backups or "all")
+        log.info("Current backup count: %d", len(backups))
+        if policy.retention_days:
+            log.info("Deleting backups older than %d days...", policy.retention_days)
+        for backup, reason in plan.delete:
+            if dry_run:
+                log.info("Would delete %s: %s", backup.name, reason)
+            else:
+                delete_backup(storage, backup)
+                log.info("Deleted %s: %s", backup.name, reason)
+        if not dry_run:
+            for leftover in storage.clean_abandoned(has_manifest):
+                log.info("Removed leftover of an interrupted backup: %s", leftover)
+    except BakupError as error:
+        error.stage = "prune"
+        events.emit(events.Event(events.PRUNE_FAILED, label, stage="prune", error=error.message))
+        raise
+    kept = [backup for backup, _ in plan.keep]
+    log.info("Total backups: %d", len(kept))
+    log.info("Total backup size: %s", megabytes(sum(backup.size_bytes for backup in kept)))
+    if not dry_run:
+        events.emit(
+            events.Event(
+                events.PRUNE_FINISHED,
+                label,
+                details={
+                    "deleted": [backup.name for backup, _ in plan.delete],
+                    "stored_backups": len(kept),
+                    "stored_bytes": sum(backup.size_bytes for backup in kept),
+                    "oldest_created_at": min((b.created_at for b in kept), default=None),
+                },
+            )
+        )
+    return plan
+
+
+def run_restore(
+    settings: Settings,
+    name: str,
+    target: ConnectionParams,
+    *,
+    clean: bool = False,
+    no_owner: bool = False,
+) -> Backup:
+    """Restore the backup ``name`` (or ``latest``) into ``target``.
+
+    Returns the restored backup. Raises BakupError when the backup is missing or corrupted,
+    the target refuses it, or pg_restore fails.
+    """
+    storage = open_storage(settings.backup_dir)
+    backup = find_backup(storage, name)
+    log.info("Restoring %s into %s", backup.name, target.display())
+    try:
+        restore_backup(
+            storage, backup, target, clean=clean, no_owner=no_owner, pg_bin_dir=settings.pg_bin_dir
+        )
+    except BakupError as error:
+        log.error("ERROR: Failed to restore backup: %s", error.message)
+        events.emit(
+            events.Event(
+                events.RESTORE_FAILED, backup.database, stage=error.stage, error=error.message
+            )
+        )
+        raise
+    log.info("Restore completed successfully")
+    events.emit(
+        events.Event(events.RESTORE_SUCCEEDED, backup.database, details={"name": backup.name})
+    )
+    return backup

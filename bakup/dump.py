@@ -1,0 +1,192 @@
+"""The streaming pipeline: pg_dump -> row counter -> compressor -> sha256 -> storage, in one pass.
+
+pg_dump writes an uncompressed custom-format archive to a pipe. Each block read from the pipe is
+fed to the row counter (bakup.archive) and the compressor; the compressor's output is hashed and
+written to storage under a temporary name. Nothing uncompressed touches disk and memory stays
+flat whatever the database's size. The file becomes visible only when pg_dump exited 0, the
+archive is complete and the data is fsynced; anything else discards it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
+from bakup.compression import get_compression
+from bakup.dburl import ConnectionParams
+from bakup.errors import DumpError, StorageError
+from bakup.pgtools import child_environment, explain_failure, find_program
+from bakup.storage.base import Storage, StoredWriter
+
+READ_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    """What one finished dump produced."""
+
+    name: str
+    size_bytes: int
+    raw_size_bytes: int
+    sha256: str
+    duration_seconds: float
+    archive: ArchiveSummary
+    writer: StoredWriter  # still held: close it once the manifest is written
+
+
+class _HashingSink:
+    """Hashes and counts the compressed bytes on their way to storage."""
+
+    def __init__(self, writer: StoredWriter) -> None:
+        self.writer = writer
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.writer.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do: durability comes from the writer's commit."""
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+def pg_dump_command(pg_dump: str, database: ConnectionParams) -> tuple[str, ...]:
+    """Return pg_dump's argv: custom format, its own compression off, never a password."""
+    return (
+        pg_dump,
+        "--format=custom",
+        "--compress=0",
+        "--no-password",
+        f"--dbname={database.conninfo()}",
+    )
+
+
+def dump_to_storage(
+    database: ConnectionParams,
+    storage: Storage,
+    name: str,
+    *,
+    compression: str = "gzip",
+    level: int | None = None,
+    pg_bin_dir: Path | None = None,
+) -> DumpResult:
+    """Dump ``database`` into ``storage`` as ``name``, compressed, in one streaming pass.
+
+    Returns the result with the storage writer still open (it holds the claim on the file until
+    the caller has written the manifest and closes it). Raises DumpError when pg_dump cannot
+    run, fails or is killed, or its output is not a complete archive; StorageError when the
+    data cannot be written. On any failure nothing is left under ``name``.
+    """
+    pg_dump = find_program("pg_dump", pg_bin_dir)
+    started = time.monotonic()
+    writer = storage.open_writer(name)
+    process: subprocess.Popen[bytes] | None = None
+    stderr_file = tempfile.TemporaryFile()
+    try:
+        try:
+            process = subprocess.Popen(
+                pg_dump_command(pg_dump, database),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                env=child_environment(database),
+            )
+        except OSError as error:
+            raise DumpError(f"cannot start {pg_dump}: {error.strerror}", stage="dump") from None
+        assert process.stdout is not None
+        _widen_pipe(process.stdout.fileno())
+
+        sink = _HashingSink(writer)
+        compressor = get_compression(compression).open_writer(sink, level)  # type: ignore[arg-type]
+        counter = RowCounter()
+        raw_size = 0
+        archive_error: ArchiveFormatError | None = None
+        read = os.read
+        source = process.stdout.fileno()
+        try:
+            while chunk := read(source, READ_SIZE):
+                raw_size += len(chunk)
+                if archive_error is None:
+                    try:
+                        counter.feed(chunk)
+                    except ArchiveFormatError as error:
+                        archive_error = error  # keep draining so pg_dump can finish and report
+                compressor.write(chunk)
+        finally:
+            # Closing writes the compressed stream's trailer; on failure it only stops threads.
+            try:
+                compressor.close()
+            except Exception:
+                if process.poll() is None:
+                    process.kill()
+                raise
+        returncode = process.wait()
+        if returncode != 0:
+            stderr_file.seek(0)
+            stderr = stderr_file.read().decode("utf-8", "replace")
+            stage, message = explain_failure("pg_dump", stderr, returncode, database.password)
+            raise DumpError(message, stage=stage)
+        try:
+            if archive_error is not None:
+                raise archive_error
+            summary = counter.finish()
+        except ArchiveFormatError as error:
+            raise DumpError(
+                f"pg_dump's output is not a complete archive: {error}", stage="dump"
+            ) from None
+        writer.commit()
+    except OSError as error:
+        _discard(process, writer)
+        raise StorageError(
+            f"writing to {storage.describe()} failed: {error.strerror or error}", stage="store"
+        ) from None
+    except BaseException:
+        _discard(process, writer)
+        raise
+    finally:
+        stderr_file.close()
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+    return DumpResult(
+        name=name,
+        size_bytes=sink.size,
+        raw_size_bytes=raw_size,
+        sha256=sink.digest.hexdigest(),
+        duration_seconds=time.monotonic() - started,
+        archive=summary,
+        writer=writer,
+    )
+
+
+def _discard(process: subprocess.Popen[bytes] | None, writer: StoredWriter) -> None:
+    """Stop pg_dump if it still runs and delete the unfinished file."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+    writer.abort()
+
+
+def _widen_pipe(descriptor: int) -> None:
+    """Ask for a 1 MiB pipe so pg_dump and bakup trade fewer, larger blocks (best effort)."""
+    try:
+        fcntl.fcntl(descriptor, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass

@@ -1,0 +1,58 @@
+"""The error types bakup raises for failures a user can act on.
+
+Every error carries a one-line message that says what failed and what to do; the CLI prints
+it without a traceback. ``stage`` names the step that failed so that metrics and alerts can
+group failures (connect, dump, compress, store, manifest, prune, restore, verify, config).
+"""
+
+from __future__ import annotations
+
+
+class BakupError(Exception):
+    """A failure with a message meant for the operator.
+
+    Given the message and the stage that failed; ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, stage: str = "backup") -> None:
+        super().__init__(message)
+        self.stage = stage
+
+    @property
+    def message(self) -> str:
+        """The one-line message."""
+        return str(self.args[0])
+
+
+class ConfigError(BakupError):
+    """Invalid configuration: every problem found, each naming its variable."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems), stage="config")
+
+
+class DumpError(BakupError):
+    """pg_dump could not be started, or failed, or its output was not a complete archive."""
+
+
+class StorageError(BakupError):
+    """The backup could not be written to, read from or deleted in its storage."""
+
+
+class ChecksumMismatch(BakupError):
+    """A stored backup's bytes no longer match the sha256 in its manifest."""
+
+
+class BackupNotFound(BakupError):
+    """No complete backup has the name the user gave."""
+
+    exit_code = 2
+
+
+class RestoreError(BakupError):
+    """A restore was refused (target not empty) or pg_restore failed."""

@@ -1,0 +1,136 @@
+"""Restoring a backup: check its checksum, make sure the target is empty, then stream the
+decompressed archive into pg_restore, which applies it in a single transaction.
+
+The checksum is checked over the whole stored file before pg_restore starts, so a corrupted
+backup is reported as such and the target is never touched. A single transaction means a
+restore that fails half way leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from bakup.catalog import Backup
+from bakup.compression import get_compression
+from bakup.dburl import ConnectionParams
+from bakup.errors import ChecksumMismatch, RestoreError
+from bakup.pgtools import child_environment, explain_failure, find_program
+from bakup.storage.base import Storage
+
+READ_SIZE = 1 << 20
+
+_USER_OBJECTS = """
+    SELECT count(*) FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+"""
+
+
+def check_checksum(storage: Storage, backup: Backup) -> int:
+    """Read the stored file whole and compare its sha256 with the manifest's.
+
+    Returns the number of bytes read. Raises ChecksumMismatch when they differ (or the size
+    does), StorageError when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with storage.open_reader(backup.name) as stream:
+        while chunk := stream.read(READ_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != backup.sha256 or size != backup.size_bytes:
+        raise ChecksumMismatch(
+            f"checksum mismatch for {backup.name}: the stored file is corrupted "
+            f"(sha256 {digest.hexdigest()[:16]}..., manifest says {backup.sha256[:16]}...); "
+            "restore an older backup",
+            stage="verify",
+        )
+    return size
+
+
+def count_user_relations(target: ConnectionParams) -> int:
+    """Return how many tables, views, sequences and indexes the target database holds.
+
+    Raises RestoreError with the connection failure explained.
+    """
+    try:
+        with psycopg.connect(**target.connect_kwargs(), connect_timeout=15) as connection:
+            row = connection.execute(_USER_OBJECTS).fetchone()
+    except psycopg.Error as error:
+        stage, message = explain_failure("pg_restore", str(error), 1, target.password)
+        raise RestoreError(
+            f"cannot connect to the target {target.display()}: {message}", stage="connect"
+        ) from None
+    return int(row[0]) if row else 0
+
+
+def restore_backup(
+    storage: Storage,
+    backup: Backup,
+    target: ConnectionParams,
+    *,
+    clean: bool = False,
+    no_owner: bool = False,
+    pg_bin_dir: Path | None = None,
+) -> None:
+    """Restore ``backup`` into the database ``target``.
+
+    Refuses a target that already holds tables unless ``clean`` (which drops the backup's
+    objects first). Raises ChecksumMismatch for a corrupted file, RestoreError when the target
+    is refused or pg_restore fails, StorageError when the file cannot be read.
+    """
+    pg_restore = find_program("pg_restore", pg_bin_dir)
+    check_checksum(storage, backup)
+    existing = count_user_relations(target)
+    if existing and not clean:
+        raise RestoreError(
+            f"the target {target.display()} is not empty ({existing} relations): restore into "
+            "an empty database, or pass --clean to drop and replace the backup's objects",
+            stage="restore",
+        )
+    command = (
+        pg_restore,
+        "--no-password",
+        "--exit-on-error",
+        "--single-transaction",
+        f"--dbname={target.conninfo()}",
+        *(("--clean", "--if-exists") if clean else ()),
+        *(("--no-owner", "--no-privileges") if no_owner else ()),
+    )
+    compression = get_compression(backup.compression)
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            env=child_environment(target),
+        )
+        assert process.stdin is not None
+        try:
+            with storage.open_reader(backup.name) as stored:
+                stream = compression.open_reader(stored)
+                try:
+                    while chunk := stream.read(READ_SIZE):
+                        process.stdin.write(chunk)
+                finally:
+                    stream.close()
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # pg_restore stopped early; its exit status and stderr say why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        returncode = process.wait()
+        if returncode != 0:
+            stderr_file.seek(0)
+            stderr = stderr_file.read().decode("utf-8", "replace")
+            _stage, message = explain_failure("pg_restore", stderr, returncode, target.password)
+            raise RestoreError(f"pg_restore failed: {message}", stage="restore")

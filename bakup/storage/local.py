@@ -1,0 +1,221 @@
+"""A local directory as backup storage: the original script's BACKUP_DIR.
+
+Data is written to a hidden ``.<name>.partial`` file, fsynced and renamed; the directory is
+fsynced so the rename survives a crash. The writer holds an exclusive ``flock`` on its file
+from creation until the backup's manifest is written, so a later run can tell an abandoned
+file (lock free) from one still being written (lock held) and removes only the former.
+Files are created 0600 and the directory 0700: backups hold customers' data.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from bakup.errors import StorageError
+from bakup.storage.base import Storage, StoredWriter
+
+PARTIAL_SUFFIX = ".partial"
+# A file younger than this is never treated as abandoned: it closes the instant between a
+# writer creating its file and taking the lock.
+ABANDONED_AFTER_SECONDS = 5.0
+
+
+def describe_os_error(error: OSError, path: Path | str) -> str:
+    """Return a one-line explanation of ``error`` on ``path`` with what to do about it."""
+    if error.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device holding {path}: free space or point BACKUP_DIR elsewhere"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path} is not writable ({error.strerror}): fix its permissions or set BACKUP_DIR"
+    if error.errno == errno.ENOTDIR:
+        return f"{path} is not a directory: set BACKUP_DIR to a directory"
+    return f"{path}: {error.strerror or error}"
+
+
+class LocalWriter(StoredWriter):
+    """Writes one backup file atomically into a local directory."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.final_path = directory / name
+        self.partial_path = directory / f".{name}{PARTIAL_SUFFIX}"
+        self._directory = directory
+        try:
+            descriptor = os.open(
+                self.partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except OSError as error:
+            raise StorageError(describe_os_error(error, directory), stage="store") from None
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        self._file = os.fdopen(descriptor, "wb", buffering=0)
+        self._committed = False
+
+    def write(self, data: bytes) -> int:
+        try:
+            view = memoryview(data)
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self._directory), stage="store") from None
+        return len(data)
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self._file.fileno())
+            if self.final_path.exists():
+                raise StorageError(f"{self.final_path} already exists", stage="store")
+            os.rename(self.partial_path, self.final_path)
+            _fsync_directory(self._directory)
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self._directory), stage="store") from None
+        self._committed = True
+
+    def abort(self) -> None:
+        for path in (self.partial_path,) if not self._committed else (self.final_path,):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # also releases the flock
+
+
+class LocalStorage(Storage):
+    """Backups as files in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def describe(self) -> str:
+        return str(self.directory)
+
+    def prepare(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.directory / f".write-test-{os.getpid()}"
+            with open(probe, "wb"):
+                pass
+            probe.unlink()
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory), stage="store") from None
+
+    def open_writer(self, name: str) -> LocalWriter:
+        if (self.directory / name).exists():
+            raise StorageError(
+                f"{self.directory / name} already exists: another backup started this second",
+                stage="store",
+            )
+        return LocalWriter(self.directory, name)
+
+    def put_small(self, name: str, data: bytes) -> None:
+        path = self.directory / name
+        partial = self.directory / f".{name}{PARTIAL_SUFFIX}"
+        try:
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+            _fsync_directory(self.directory)
+        except OSError as error:
+            try:
+                partial.unlink()
+            except OSError:
+                pass
+            raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
+
+    def get_small(self, name: str) -> bytes:
+        try:
+            return (self.directory / name).read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory / name)) from None
+
+    def open_reader(self, name: str) -> BinaryIO:
+        try:
+            return open(self.directory / name, "rb")
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory / name)) from None
+
+    def size(self, name: str) -> int:
+        try:
+            return (self.directory / name).stat().st_size
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory / name)) from None
+
+    def list_names(self) -> list[str]:
+        try:
+            return sorted(
+                entry.name
+                for entry in os.scandir(self.directory)
+                if entry.is_file() and not entry.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory)) from None
+
+    def delete(self, name: str) -> None:
+        try:
+            (self.directory / name).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(
+                describe_os_error(error, self.directory / name), stage="prune"
+            ) from None
+
+    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory)) from None
+        candidates = [
+            entry.name
+            for entry in entries
+            if (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX))
+            or is_complete.get(entry.name) is False
+        ]
+        removed = []
+        for name in candidates:
+            if _remove_if_abandoned(self.directory / name):
+                removed.append(name)
+        return removed
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    """Delete ``path`` if no live writer holds its lock and it is not brand new."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if time.time() - os.fstat(descriptor).st_mtime < ABANDONED_AFTER_SECONDS:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
