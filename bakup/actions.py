@@ -54,11 +54,14 @@ def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutc
     try:
         backup = _take_backup(settings, database, storage)
     except BakupError as error:
-        log.error("ERROR: Failed to create backup: %s", error.message)
-        log.info(RULE)
-        events.emit(
-            events.Event(events.BACKUP_FAILED, label, stage=error.stage, error=error.message)
-        )
+        _backup_failed(label, error.stage, error.message)
+        raise
+    except Exception as error:
+        # A bug, not an expected failure: still alert and count it, then let the traceback out.
+        message = f"unexpected {type(error).__name__}: {error}"
+        if database.password:
+            message = message.replace(database.password, "***")
+        _backup_failed(label, "internal", message)
         raise
     events.emit(
         events.Event(
@@ -82,6 +85,12 @@ def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutc
     log.info("Backup completed successfully")
     log.info(RULE)
     return BackupOutcome(backup, prune_error)
+
+
+def _backup_failed(label: str, stage: str, message: str) -> None:
+    log.error("ERROR: Failed to create backup: %s", message)
+    log.info(RULE)
+    events.emit(events.Event(events.BACKUP_FAILED, label, stage=stage, error=message))
 
 
 def _take_backup(settings: Settings, database: ConnectionParams, storage: Storage) -> Backup:

@@ -1,0 +1,95 @@
+"""Fixtures shared by the integration and end-to-end tests: a real PostgreSQL server started
+for the session, fresh databases per test, and a way to run the real ``bakup`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import postgres_server
+from tests.support.postgres_server import PostgresServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session, stopped at the end."""
+    base = Path(tempfile.mkdtemp(prefix="bakup-test-pg-"))
+    server = postgres_server.start(base)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Database:
+    """A database created for one test."""
+
+    server: PostgresServer
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def psql(self, sql: str) -> str:
+        return self.server.psql(self.name, sql)
+
+
+def create_database(server: PostgresServer, prefix: str = "t") -> Database:
+    """Create an empty database with a unique name on ``server``."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    server.psql("postgres", f'CREATE DATABASE "{name}"')
+    return Database(server, name)
+
+
+@pytest.fixture
+def database(pg_server: PostgresServer) -> Iterator[Database]:
+    """An empty database for one test, dropped afterwards."""
+    db = create_database(pg_server)
+    yield db
+    pg_server.psql("postgres", f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def target_database(pg_server: PostgresServer) -> Iterator[Database]:
+    """A second empty database to restore into, dropped afterwards."""
+    db = create_database(pg_server, "restore")
+    yield db
+    pg_server.psql("postgres", f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """A minimal environment for running bakup: no inherited PG* or bakup variables."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    }
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def run_bakup(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``bakup`` command line in a child process and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "bakup.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
