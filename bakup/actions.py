@@ -99,8 +99,7 @@ def _take_backup(settings: Settings, database: ConnectionParams, storage: Storag
     _, has_manifest = scan(storage)
     for leftover in storage.clean_abandoned(has_manifest):
         log.info("Removed leftover of an interrupted backup: %s", leftover)
-    created_at = datetime.now(UTC).replace(microsecond=0)
-    name = backup_name(created_at, settings.compression)
+    created_at, name = _unused_name(storage, settings.compression)
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
     result = dump_to_storage(
@@ -153,7 +152,7 @@ def _unused_name(storage: Storage, compression: str) -> tuple[datetime, str]:
     """
     existing = set(storage.list_names())
     while True:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         name = backup_name(now, compression)
         if name not in existing:
             return now.replace(microsecond=0), name

@@ -1,0 +1,71 @@
+"""Helpers that cause faults for real: a pg_dump that dies half way, full and read-only disks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.postgres_server import find_server_bin
+
+
+def fake_pg_bin(directory: Path, *, kill_after_bytes: int | None = None, pause_seconds: float = 0) -> Path:
+    """Make a PG_BIN_DIR whose pg_dump records its argv, runs the real pg_dump and, if asked,
+    pauses after some output and then dies by SIGKILL half way through the stream."""
+    directory.mkdir(parents=True, exist_ok=True)
+    real = find_server_bin()
+    argv_log = directory / "argv.log"
+    body = [
+        "#!/bin/bash",
+        f'printf "%s\\n" "$*" >> {argv_log}',
+    ]
+    if kill_after_bytes is None:
+        body.append(f'exec {real}/pg_dump "$@"')
+    else:
+        body += [
+            f'{real}/pg_dump "$@" | head -c {kill_after_bytes}',
+            f"sleep {pause_seconds}",
+            "kill -KILL $$",
+        ]
+    script = directory / "pg_dump"
+    script.write_text("\n".join(body) + "\n")
+    script.chmod(0o755)
+    restore = directory / "pg_restore"
+    restore.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real}/pg_restore "$@"\n')
+    restore.chmod(0o755)
+    return directory
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@contextmanager
+def small_filesystem(mount_point: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``mount_point`` (root only) for the duration."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@contextmanager
+def read_only_directory(path: Path) -> Iterator[Path]:
+    """Make ``path`` unwritable: a read-only tmpfs as root (root ignores modes), else mode 0500."""
+    path.mkdir(parents=True, exist_ok=True)
+    if is_root():
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+    else:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
