@@ -144,10 +144,8 @@ class RowCounter:
         cursor.int_size = self._int_size
         if cursor.byte() != FORMAT_CUSTOM:
             raise ArchiveFormatError("the archive is not in pg_dump's custom format (-Fc)")
-        if (major, minor) >= (1, 15):
-            compressed = cursor.byte() != 0  # 0 is PG_COMPRESSION_NONE
-        else:
-            compressed = cursor.integer() != 0  # a zlib level; 0 is none
+        # 1.15 added an algorithm byte (0 is none); before it, a zlib level (0 is none).
+        compressed = (cursor.byte() if (major, minor) >= (1, 15) else cursor.integer()) != 0
         if compressed:
             raise ArchiveFormatError("pg_dump compressed the archive itself; run it with -Z0")
         for _ in range(7):  # creation time: sec, min, hour, mday, mon, year, isdst

@@ -130,7 +130,8 @@ def _table(backups: list[Backup]) -> str:
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     )
 
 

@@ -93,7 +93,13 @@ REGISTRY: dict[str, Compression] = {
         "zstd", ".zst", b"\x28\xb5\x2f\xfd", 3, range(1, 23), _zstd_writer, _zstd_reader
     ),
     "none": Compression(
-        "none", "", b"", 0, range(0, 1), lambda sink, _level: _Passthrough(sink), lambda source: source
+        "none",
+        "",
+        b"",
+        0,
+        range(0, 1),
+        lambda sink, _level: _Passthrough(sink),
+        lambda source: source,
     ),
 }
 

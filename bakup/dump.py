@@ -9,6 +9,7 @@ archive is complete and the data is fsynced; anything else discards it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -99,7 +100,8 @@ def dump_to_storage(
     started = time.monotonic()
     writer = storage.open_writer(name)
     process: subprocess.Popen[bytes] | None = None
-    stderr_file = tempfile.TemporaryFile()
+    # pg_dump's stderr goes to an unnamed file: no thread needed to drain it, no deadlock.
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     try:
         try:
             process = subprocess.Popen(
@@ -186,7 +188,5 @@ def _discard(process: subprocess.Popen[bytes] | None, writer: StoredWriter) -> N
 
 def _widen_pipe(descriptor: int) -> None:
     """Ask for a 1 MiB pipe so pg_dump and bakup trade fewer, larger blocks (best effort)."""
-    try:
+    with contextlib.suppress(OSError):
         fcntl.fcntl(descriptor, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass

@@ -49,7 +49,8 @@ def find_program(name: str, bin_dir: Path | None = None) -> str:
         if os.access(candidate, os.X_OK):
             return str(candidate)
         raise DumpError(
-            f"{name} not found in PG_BIN_DIR={bin_dir}: point PG_BIN_DIR at PostgreSQL's bin directory",
+            f"{name} not found in PG_BIN_DIR={bin_dir}: "
+            "point PG_BIN_DIR at PostgreSQL's bin directory",
             stage="dump",
         )
     found = shutil.which(name)

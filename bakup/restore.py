@@ -63,7 +63,7 @@ def count_user_relations(target: ConnectionParams) -> int:
         with psycopg.connect(**target.connect_kwargs(), connect_timeout=15) as connection:
             row = connection.execute(_USER_OBJECTS).fetchone()
     except psycopg.Error as error:
-        stage, message = explain_failure("pg_restore", str(error), 1, target.password)
+        _stage, message = explain_failure("pg_restore", str(error), 1, target.password)
         raise RestoreError(
             f"cannot connect to the target {target.display()}: {message}", stage="connect"
         ) from None

@@ -104,7 +104,11 @@ def plan_prune(backups: Sequence[B], policy: RetentionPolicy, now: datetime) -> 
 
     periods: list[tuple[str, int, Callable[[datetime], str]]] = [
         ("daily", policy.keep_daily, lambda moment: moment.strftime("%Y-%m-%d")),
-        ("weekly", policy.keep_weekly, lambda moment: "%04d-W%02d" % moment.isocalendar()[:2]),
+        (
+            "weekly",
+            policy.keep_weekly,
+            lambda moment: "{:04d}-W{:02d}".format(*moment.isocalendar()[:2]),
+        ),
         ("monthly", policy.keep_monthly, lambda moment: moment.strftime("%Y-%m")),
     ]
     for label, count, period_of in periods:

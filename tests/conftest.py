@@ -83,7 +83,9 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_bakup(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_bakup(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``bakup`` command line in a child process and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "bakup.cli", *args],

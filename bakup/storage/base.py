@@ -18,7 +18,7 @@ class StoredWriter(abc.ABC):
     def write(self, data: bytes) -> int:
         """Append ``data``; returns its length. Raises StorageError."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - deliberately a no-op that backends may refine
         """Accept a flush from a stream layered on top (data is made durable by ``commit``)."""
 
     @abc.abstractmethod

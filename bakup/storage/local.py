@@ -9,6 +9,7 @@ Files are created 0600 and the directory 0700: backups hold customers' data.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -78,10 +79,8 @@ class LocalWriter(StoredWriter):
 
     def abort(self) -> None:
         for path in (self.partial_path,) if not self._committed else (self.final_path,):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
         self.close()
 
     def close(self) -> None:
@@ -128,10 +127,8 @@ class LocalStorage(Storage):
             os.replace(partial, path)
             _fsync_directory(self.directory)
         except OSError as error:
-            try:
+            with contextlib.suppress(OSError):
                 partial.unlink()
-            except OSError:
-                pass
             raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
 
     def get_small(self, name: str) -> bytes:

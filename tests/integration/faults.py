@@ -11,7 +11,9 @@ from pathlib import Path
 from tests.support.postgres_server import find_server_bin
 
 
-def fake_pg_bin(directory: Path, *, kill_after_bytes: int | None = None, pause_seconds: float = 0) -> Path:
+def fake_pg_bin(
+    directory: Path, *, kill_after_bytes: int | None = None, pause_seconds: float = 0
+) -> Path:
     """Make a PG_BIN_DIR whose pg_dump records its argv, runs the real pg_dump and, if asked,
     pauses after some output and then dies by SIGKILL half way through the stream."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,9 @@ def fake_pg_bin(directory: Path, *, kill_after_bytes: int | None = None, pause_s
     script.write_text("\n".join(body) + "\n")
     script.chmod(0o755)
     restore = directory / "pg_restore"
-    restore.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real}/pg_restore "$@"\n')
+    restore.write_text(
+        f'#!/bin/bash\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real}/pg_restore "$@"\n'
+    )
     restore.chmod(0o755)
     return directory
 
@@ -46,7 +50,10 @@ def is_root() -> bool:
 def small_filesystem(mount_point: Path, size: str) -> Iterator[Path]:
     """Mount a tmpfs of ``size`` at ``mount_point`` (root only) for the duration."""
     mount_point.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)],
+        check=True,
+    )
     try:
         yield mount_point
     finally:

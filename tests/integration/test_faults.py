@@ -16,15 +16,17 @@ import pytest
 
 from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.integration.faults import fake_pg_bin, is_root, read_only_directory, small_filesystem
-from tests.integration.sample_data import load_sample_data
 from tests.support.postgres_server import free_port
+from tests.support.sample_data import load_sample_data
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def small_db(database: Database) -> Database:
-    database.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g")
+    database.psql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g"
+    )
     return database
 
 
@@ -32,7 +34,9 @@ def small_db(database: Database) -> Database:
 def good_backup(small_db: Database, tmp_path: Path) -> tuple[Path, list[dict]]:
     """A backup directory that already holds one good backup; returns it and `list --json`."""
     backup_dir = tmp_path / "backups"
-    result = run_bakup("backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir)))
+    result = run_bakup(
+        "backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
+    )
     assert result.returncode == 0, result.stderr
     return backup_dir, listed(backup_dir)
 
@@ -50,7 +54,9 @@ def assert_nothing_partial_and_good_backup_kept(backup_dir: Path, before: list[d
     assert listed(backup_dir) == before
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *phrases: str) -> None:
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *phrases: str
+) -> None:
     assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -59,9 +65,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
         assert phrase in lines[0], lines[0]
 
 
-def test_unreachable_host_fails_with_connection_advice(good_backup: tuple[Path, list[dict]], small_db: Database) -> None:
+def test_unreachable_host_fails_with_connection_advice(
+    good_backup: tuple[Path, list[dict]], small_db: Database
+) -> None:
     backup_dir, before = good_backup
-    url = small_db.server.url(small_db.name).replace(f":{small_db.server.port}/", f":{free_port()}/")
+    url = small_db.server.url(small_db.name).replace(
+        f":{small_db.server.port}/", f":{free_port()}/"
+    )
     result = run_bakup("backup", env=base_env(DATABASE_URL=url, BACKUP_DIR=str(backup_dir)))
     assert_one_line_error(result, 1, "Connection refused", "DATABASE_URL")
     assert "ERROR: Failed to create backup" in result.stdout
@@ -76,7 +86,9 @@ def test_unknown_host_name_fails_with_host_advice(good_backup: tuple[Path, list[
     assert_nothing_partial_and_good_backup_kept(backup_dir, before)
 
 
-def test_wrong_password_fails_naming_authentication(good_backup: tuple[Path, list[dict]], small_db: Database) -> None:
+def test_wrong_password_fails_naming_authentication(
+    good_backup: tuple[Path, list[dict]], small_db: Database
+) -> None:
     backup_dir, before = good_backup
     url = small_db.server.url(small_db.name, password="wrong-password-123")
     result = run_bakup("backup", env=base_env(DATABASE_URL=url, BACKUP_DIR=str(backup_dir)))
@@ -84,7 +96,9 @@ def test_wrong_password_fails_naming_authentication(good_backup: tuple[Path, lis
     assert_nothing_partial_and_good_backup_kept(backup_dir, before)
 
 
-def test_missing_database_fails_naming_it(good_backup: tuple[Path, list[dict]], small_db: Database) -> None:
+def test_missing_database_fails_naming_it(
+    good_backup: tuple[Path, list[dict]], small_db: Database
+) -> None:
     backup_dir, before = good_backup
     url = small_db.server.url("no_such_database")
     result = run_bakup("backup", env=base_env(DATABASE_URL=url, BACKUP_DIR=str(backup_dir)))
@@ -102,7 +116,9 @@ def test_missing_database_fails_naming_it(good_backup: tuple[Path, list[dict]], 
         ("db.example.com:5432/app", "not a URL"),
     ],
 )
-def test_malformed_url_exits_2_naming_the_bad_part(good_backup: tuple[Path, list[dict]], url: str, phrase: str) -> None:
+def test_malformed_url_exits_2_naming_the_bad_part(
+    good_backup: tuple[Path, list[dict]], url: str, phrase: str
+) -> None:
     backup_dir, before = good_backup
     result = run_bakup("backup", env=base_env(DATABASE_URL=url, BACKUP_DIR=str(backup_dir)))
     assert_one_line_error(result, 2, "DATABASE_URL", phrase)
@@ -112,8 +128,11 @@ def test_malformed_url_exits_2_naming_the_bad_part(good_backup: tuple[Path, list
 
 def test_every_configuration_problem_is_listed_at_once(tmp_path: Path) -> None:
     env = base_env(
-        DATABASE_URL="postgresql://u:pw@h:abc/db", RETENTION_DAYS="thirty",
-        MAX_BACKUPS="-1", COMPRESSION="lz4", BACKUP_DIR=str(tmp_path),
+        DATABASE_URL="postgresql://u:pw@h:abc/db",
+        RETENTION_DAYS="thirty",
+        MAX_BACKUPS="-1",
+        COMPRESSION="lz4",
+        BACKUP_DIR=str(tmp_path),
     )
     result = run_bakup("backup", env=env)
     assert result.returncode == 2
@@ -124,7 +143,9 @@ def test_every_configuration_problem_is_listed_at_once(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def test_pg_dump_missing_from_path_says_to_install_client_tools(good_backup: tuple[Path, list[dict]], small_db: Database, tmp_path: Path) -> None:
+def test_pg_dump_missing_from_path_says_to_install_client_tools(
+    good_backup: tuple[Path, list[dict]], small_db: Database, tmp_path: Path
+) -> None:
     backup_dir, before = good_backup
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir()
@@ -135,7 +156,9 @@ def test_pg_dump_missing_from_path_says_to_install_client_tools(good_backup: tup
     assert_nothing_partial_and_good_backup_kept(backup_dir, before)
 
 
-def test_pg_dump_killed_half_way_leaves_no_partial_backup(good_backup: tuple[Path, list[dict]], pg_server, tmp_path: Path) -> None:
+def test_pg_dump_killed_half_way_leaves_no_partial_backup(
+    good_backup: tuple[Path, list[dict]], pg_server, tmp_path: Path
+) -> None:
     backup_dir, before = good_backup
     from tests.conftest import create_database
 
@@ -152,19 +175,25 @@ def test_pg_dump_killed_half_way_leaves_no_partial_backup(good_backup: tuple[Pat
 def test_backup_dir_not_writable_fails_saying_so(small_db: Database, tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     with read_only_directory(locked):
-        result = run_bakup("backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(locked)))
+        result = run_bakup(
+            "backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(locked))
+        )
         assert_one_line_error(result, 1, str(locked), "not writable")
         assert list(locked.iterdir()) == []
 
 
 @pytest.mark.skipif(not is_root(), reason="mounting a small tmpfs needs root")
-def test_disk_full_during_write_leaves_no_partial_file_and_keeps_good_backup(small_db: Database, pg_server, tmp_path: Path) -> None:
+def test_disk_full_during_write_leaves_no_partial_file_and_keeps_good_backup(
+    small_db: Database, pg_server, tmp_path: Path
+) -> None:
     from tests.conftest import create_database
 
     big = create_database(pg_server, "big")
     load_sample_data(pg_server, big.name)
     with small_filesystem(tmp_path / "tiny", "1m") as backup_dir:
-        first = run_bakup("backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir)))
+        first = run_bakup(
+            "backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
+        )
         assert first.returncode == 0, first.stderr
         before = listed(backup_dir)
         result = run_bakup("backup", env=base_env(DATABASE_URL=big.url, BACKUP_DIR=str(backup_dir)))
@@ -172,7 +201,9 @@ def test_disk_full_during_write_leaves_no_partial_file_and_keeps_good_backup(sma
         assert_nothing_partial_and_good_backup_kept(backup_dir, before)
 
 
-def test_restore_of_a_corrupted_file_reports_checksum_mismatch_before_touching_target(good_backup: tuple[Path, list[dict]], target_database: Database) -> None:
+def test_restore_of_a_corrupted_file_reports_checksum_mismatch_before_touching_target(
+    good_backup: tuple[Path, list[dict]], target_database: Database
+) -> None:
     backup_dir, before = good_backup
     stored = backup_dir / before[0]["name"]
     data = bytearray(stored.read_bytes())
@@ -181,18 +212,24 @@ def test_restore_of_a_corrupted_file_reports_checksum_mismatch_before_touching_t
     env = base_env(BACKUP_DIR=str(backup_dir), TARGET_DATABASE_URL=target_database.url)
     result = run_bakup("restore", "latest", env=env)
     assert_one_line_error(result, 1, "checksum mismatch", before[0]["name"])
-    tables = target_database.psql("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+    tables = target_database.psql(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+    )
     assert tables == "0"
 
 
-def test_restore_of_an_unknown_name_exits_2(good_backup: tuple[Path, list[dict]], target_database: Database) -> None:
+def test_restore_of_an_unknown_name_exits_2(
+    good_backup: tuple[Path, list[dict]], target_database: Database
+) -> None:
     backup_dir, _ = good_backup
     env = base_env(BACKUP_DIR=str(backup_dir), TARGET_DATABASE_URL=target_database.url)
     result = run_bakup("restore", "postgres_backup_19990101_000000.sql.gz", env=env)
     assert_one_line_error(result, 2, "no complete backup named", "bakup list")
 
 
-def test_leftovers_of_interrupted_runs_are_unlisted_and_cleaned_by_the_next_run(good_backup: tuple[Path, list[dict]], small_db: Database) -> None:
+def test_leftovers_of_interrupted_runs_are_unlisted_and_cleaned_by_the_next_run(
+    good_backup: tuple[Path, list[dict]], small_db: Database
+) -> None:
     backup_dir, before = good_backup
     partial = backup_dir / ".postgres_backup_20200101_000000.sql.gz.partial"
     orphan = backup_dir / "postgres_backup_20200102_000000.sql.gz"
@@ -201,14 +238,18 @@ def test_leftovers_of_interrupted_runs_are_unlisted_and_cleaned_by_the_next_run(
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     assert listed(backup_dir) == before
 
-    result = run_bakup("backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir)))
+    result = run_bakup(
+        "backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
+    )
     assert result.returncode == 0, result.stderr
     assert not partial.exists() and not orphan.exists()
     assert "Removed leftover of an interrupted backup" in result.stdout
     assert len(listed(backup_dir)) == 2
 
 
-def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(good_backup: tuple[Path, list[dict]], pg_server, tmp_path: Path) -> None:
+def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
+    good_backup: tuple[Path, list[dict]], pg_server, tmp_path: Path
+) -> None:
     backup_dir, before = good_backup
     from tests.conftest import create_database
 
@@ -216,8 +257,13 @@ def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(go
     load_sample_data(pg_server, big.name)
     bin_dir = fake_pg_bin(tmp_path / "bin", kill_after_bytes=200_000, pause_seconds=30)
     env = base_env(DATABASE_URL=big.url, BACKUP_DIR=str(backup_dir), PG_BIN_DIR=str(bin_dir))
-    process = subprocess.Popen([sys.executable, "-m", "bakup.cli", "backup"], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not list(backup_dir.glob(".*.partial")):
         assert time.monotonic() < deadline, "no partial file appeared"

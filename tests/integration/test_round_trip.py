@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Database, base_env, create_database, run_bakup
-from tests.integration.sample_data import load_sample_data, table_fingerprints
 from tests.support.postgres_server import PostgresServer, find_server_bin
+from tests.support.sample_data import load_sample_data, table_fingerprints
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +90,16 @@ def test_original_restore_procedure_gunzip_then_pg_restore_still_works(
     subprocess.run(
         [
             str(find_server_bin() / "pg_restore"),
-            "-h", server.host, "-p", str(server.port), "-U", server.user,
-            "-d", target_database.name, "--no-password", str(plain),
+            "-h",
+            server.host,
+            "-p",
+            str(server.port),
+            "-U",
+            server.user,
+            "-d",
+            target_database.name,
+            "--no-password",
+            str(plain),
         ],
         check=True,
         env={**base_env(), "PGPASSWORD": server.password},

@@ -38,7 +38,9 @@ def find_server_bin() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
-    raise RuntimeError("initdb not found: run scripts/install-system-packages (apt-get install postgresql)")
+    raise RuntimeError(
+        "initdb not found: run scripts/install-system-packages (apt-get install postgresql)"
+    )
 
 
 def server_user() -> str | None:
@@ -76,19 +78,41 @@ class PostgresServer:
     user: str = SUPERUSER
     host: str = "127.0.0.1"
 
-    def url(self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None) -> str:
+    def url(
+        self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None
+    ) -> str:
         """Return a postgresql:// URL for ``dbname``, the password percent-encoded."""
         user = user or self.user
         secret = self.password if password is None else password
-        return f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}@{self.host}:{self.port}/{dbname}"
+        credentials = f"{quote(user, safe='')}:{quote(secret, safe='')}"
+        return f"postgresql://{credentials}@{self.host}:{self.port}/{dbname}"
 
     def psql(self, dbname: str, sql: str) -> str:
         """Run ``sql`` with psql as the superuser and return its unaligned output."""
         env = {**os.environ, "PGPASSWORD": self.password}
         result = subprocess.run(
-            [str(find_server_bin() / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-             "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname, "-c", sql],
-            check=True, capture_output=True, text=True, env=env,
+            [
+                str(find_server_bin() / "psql"),
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         return result.stdout.strip()
 
@@ -97,7 +121,9 @@ class PostgresServer:
         stop(self.base_dir)
 
 
-def start(base_dir: Path, *, password: str = DEFAULT_PASSWORD, port: int | None = None) -> PostgresServer:
+def start(
+    base_dir: Path, *, password: str = DEFAULT_PASSWORD, port: int | None = None
+) -> PostgresServer:
     """Create a cluster in ``base_dir`` (a fresh or missing directory) and start it.
 
     Returns the running server. Raises RuntimeError or CalledProcessError when it cannot start.
@@ -116,18 +142,45 @@ def start(base_dir: Path, *, password: str = DEFAULT_PASSWORD, port: int | None 
         for parent in base_dir.parents:
             if parent.stat().st_mode & 0o001 == 0:
                 os.chmod(parent, parent.stat().st_mode | 0o001)
-    _run_as(user, [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER,
-                   "--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8",
-                   "--locale=C.UTF-8"], capture_output=True)
+    _run_as(
+        user,
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            f"--pwfile={password_file}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        capture_output=True,
+    )
     password_file.unlink()
     port = port or free_port()
     options = (
         f"-p {port} -k {base_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
     )
-    _run_as(user, [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options,
-                   "-l", str(base_dir / "server.log"), "-w", "-t", "60", "start"],
-            capture_output=True)
+    _run_as(
+        user,
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-o",
+            options,
+            "-l",
+            str(base_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        capture_output=True,
+    )
     (base_dir / "port").write_text(str(port), encoding="utf-8")
     server = PostgresServer(base_dir, port, password)
     deadline = time.monotonic() + 30
@@ -149,7 +202,8 @@ def stop(base_dir: Path) -> None:
     subprocess.run(
         (["runuser", "-u", server_user() or "", "--"] if os.geteuid() == 0 else [])
         + [str(find_server_bin() / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"],
-        check=False, capture_output=True,
+        check=False,
+        capture_output=True,
     )
 
 

@@ -76,8 +76,8 @@ def table_fingerprints(server: PostgresServer, dbname: str) -> dict[str, tuple[i
     for table in TABLES:
         result = server.psql(
             dbname,
-            f"SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
-            f" FROM {table} AS t",
+            "SELECT count(*) || ' ' || "
+            f"coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} AS t",
         )
         count, digest = result.split(" ", 1) if " " in result else (result, "")
         fingerprints[table] = (int(count), digest)
@@ -85,10 +85,14 @@ def table_fingerprints(server: PostgresServer, dbname: str) -> dict[str, tuple[i
         int(server.psql(dbname, "SELECT count(*) FROM pg_largeobject_metadata")),
         server.psql(
             dbname,
-            "SELECT md5(string_agg(md5(lo_get(oid)), '|' ORDER BY oid)) FROM pg_largeobject_metadata",
+            "SELECT md5(string_agg(md5(lo_get(oid)), '|' ORDER BY oid)) "
+            "FROM pg_largeobject_metadata",
         ),
     )
-    fingerprints["sequence"] = (0, server.psql(dbname, "SELECT last_value FROM sales.invoice_number"))
+    fingerprints["sequence"] = (
+        0,
+        server.psql(dbname, "SELECT last_value FROM sales.invoice_number"),
+    )
     fingerprints["enum"] = (0, server.psql(dbname, "SELECT enum_range(NULL::sales.status)::text"))
     fingerprints["view"] = (int(server.psql(dbname, "SELECT count(*) FROM sales.paid_orders")), "")
     return fingerprints
