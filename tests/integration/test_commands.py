@@ -144,3 +144,20 @@ def test_check_exits_2_for_bad_configuration(tmp_path: Path) -> None:
     result = run_bakup("check", env=base_env(DATABASE_URL="postgresql://h:1/x", MAX_BACKUPS="many"))
     assert result.returncode == 2
     assert "MAX_BACKUPS" in result.stdout
+
+
+def test_check_fails_when_pg_dump_is_older_than_the_server(
+    database: Database, tmp_path: Path
+) -> None:
+    old_bin = tmp_path / "old-bin"
+    old_bin.mkdir()
+    fake = old_bin / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    fake.chmod(0o755)
+    env = base_env(
+        DATABASE_URL=database.url, BACKUP_DIR=str(tmp_path / "b"), PG_BIN_DIR=str(old_bin)
+    )
+    result = run_bakup("check", env=env)
+    assert result.returncode == 1
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert "pg_dump" in failed and "version 9" in failed and "PG_BIN_DIR" in failed
