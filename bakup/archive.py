@@ -12,6 +12,8 @@ Only what is needed to stay in step with the stream is decoded; the layout follo
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAGIC = b"PGDMP"
@@ -92,6 +94,7 @@ class RowCounter:
         self._block_newlines = 0
         self._int_size = 4
         self._offset_size = 8
+        self._unpack_length: Callable[[bytearray, int], tuple[int]] = _length_reader(4)
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the archive."""
@@ -140,6 +143,7 @@ class RowCounter:
             raise ArchiveFormatError(f"unsupported archive version {major}.{minor}")
         self.summary.archive_version = f"{major}.{minor}.{revision}"
         self._int_size = cursor.byte()
+        self._unpack_length = _length_reader(self._int_size)
         self._offset_size = cursor.byte()
         cursor.int_size = self._int_size
         if cursor.byte() != FORMAT_CUSTOM:
@@ -207,8 +211,9 @@ class RowCounter:
                 # The hot loop: one iteration per COPY row, kept to a few C-level calls.
                 newlines = self._block_newlines
                 count = buffer.count
+                unpack_length = self._unpack_length
                 while end - pos >= header:
-                    length = int.from_bytes(buffer[pos + 1 : pos + header], "little")
+                    (length,) = unpack_length(buffer, pos)
                     start = pos + header
                     if length == 0:
                         pos = start
@@ -248,6 +253,21 @@ class RowCounter:
             )
         self._block_table = None
         self._state = "block"
+
+
+def _length_reader(int_size: int) -> Callable[[bytearray, int], tuple[int]]:
+    """Return a function reading a chunk length (sign byte skipped) at an offset of a buffer.
+
+    struct does it in one C call for the usual 4- and 8-byte ints; that call is most of the
+    per-row cost of counting.
+    """
+    if int_size in (4, 8):
+        return struct.Struct("<xI" if int_size == 4 else "<xQ").unpack_from
+
+    def unpack(buffer: bytearray, offset: int) -> tuple[int]:
+        return (int.from_bytes(buffer[offset + 1 : offset + 1 + int_size], "little"),)
+
+    return unpack
 
 
 def count_rows(archive: bytes) -> ArchiveSummary:
