@@ -1,4 +1,5 @@
-"""The actions bakup performs, shared by the CLI and the worker: back up, prune, restore.
+"""The actions bakup performs, shared by the CLI and the worker: back up, verify, prune,
+restore. Each works on one target (one database and its folder).
 
 Each action logs in the original script's words, emits events for metrics and notifications,
 and raises a BakupError with a one-line message when it fails.
@@ -22,6 +23,8 @@ from bakup.restore import restore_backup
 from bakup.retention import PrunePlan, plan_prune
 from bakup.settings import Settings
 from bakup.storage import Storage, open_storage
+from bakup.targets import Target
+from bakup.verify import VerifyResult, check_integrity, restore_test
 
 log = logging.getLogger("bakup")
 
@@ -34,17 +37,21 @@ class BackupOutcome:
     prune_error: BakupError | None = None
 
 
-def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutcome:
-    """Take one backup of the configured database, then prune.
+def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> BackupOutcome:
+    """Take one backup of ``target``'s database, then (unless ``prune`` is false) prune.
 
-    Given the settings (and optionally a storage to use instead of the configured one);
-    returns the new backup. Raises BakupError (with the failed stage) when the backup fails;
-    in that case nothing is pruned. A failure of the pruning that follows a good backup is
-    returned in the outcome, not raised: the backup itself stands.
+    Returns the new backup. Raises BakupError (with the failed stage, and whether it is
+    transient) when the backup fails; in that case nothing is pruned. A failure of the
+    pruning that follows a good backup is returned in the outcome, not raised: the backup
+    itself stands.
     """
-    database = settings.require_database()
-    storage = storage or open_storage(settings.backup_dir)
-    label = database.dbname
+    label = target.name
+    try:
+        database = target.require_database()
+    except BakupError as error:
+        _backup_failed(label, error.stage, error.message)
+        raise
+    storage = open_storage(target.backup_dir)
     log.info(RULE)
     log.info("Starting PostgreSQL database backup")
     log.info("Database: %s on %s:%s", database.dbname, database.host, database.port)
@@ -52,7 +59,7 @@ def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutc
     log.info("Backup directory: %s", storage.describe())
     events.emit(events.Event(events.BACKUP_STARTED, label))
     try:
-        backup = _take_backup(settings, database, storage)
+        backup = _take_backup(settings, target, database, storage)
     except BakupError as error:
         _backup_failed(label, error.stage, error.message)
         raise
@@ -77,11 +84,12 @@ def run_backup(settings: Settings, storage: Storage | None = None) -> BackupOutc
         )
     )
     prune_error = None
-    try:
-        run_prune(settings, storage, label=label)
-    except BakupError as error:
-        prune_error = error
-        log.error("ERROR: Failed to prune old backups: %s", error.message)
+    if prune:
+        try:
+            run_prune(settings, target)
+        except BakupError as error:
+            prune_error = error
+            log.error("ERROR: Failed to prune old backups: %s", error.message)
     log.info("Backup completed successfully")
     log.info(RULE)
     return BackupOutcome(backup, prune_error)
@@ -93,21 +101,23 @@ def _backup_failed(label: str, stage: str, message: str) -> None:
     events.emit(events.Event(events.BACKUP_FAILED, label, stage=stage, error=message))
 
 
-def _take_backup(settings: Settings, database: ConnectionParams, storage: Storage) -> Backup:
+def _take_backup(
+    settings: Settings, target: Target, database: ConnectionParams, storage: Storage
+) -> Backup:
     """Dump, store and describe one backup; the manifest is written last."""
     storage.prepare()
     _, has_manifest = scan(storage)
     for leftover in storage.clean_abandoned(has_manifest):
         log.info("Removed leftover of an interrupted backup: %s", leftover)
-    created_at, name = _unused_name(storage, settings.compression)
+    created_at, name = _unused_name(storage, target.compression)
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
     result = dump_to_storage(
         database,
         storage,
         name,
-        compression=settings.compression,
-        level=settings.compression_level,
+        compression=target.compression,
+        level=target.compression_level,
         pg_bin_dir=settings.pg_bin_dir,
     )
     try:
@@ -119,11 +129,11 @@ def _take_backup(settings: Settings, database: ConnectionParams, storage: Storag
             size_bytes=result.size_bytes,
             raw_size_bytes=result.raw_size_bytes,
             sha256=result.sha256,
-            compression=settings.compression,
+            compression=target.compression,
             compression_level=(
-                settings.compression_level
-                if settings.compression_level is not None
-                else get_compression(settings.compression).default_level
+                target.compression_level
+                if target.compression_level is not None
+                else get_compression(target.compression).default_level
             ),
             duration_seconds=round(result.duration_seconds, 3),
             pg_dump_version=result.archive.pg_dump_version,
@@ -160,12 +170,7 @@ def _unused_name(storage: Storage, compression: str) -> tuple[datetime, str]:
 
 
 def run_prune(
-    settings: Settings,
-    storage: Storage | None = None,
-    *,
-    dry_run: bool = False,
-    label: str | None = None,
-    now: datetime | None = None,
+    settings: Settings, target: Target, *, dry_run: bool = False, now: datetime | None = None
 ) -> PrunePlan[Backup]:
     """Apply the retention policy to the complete backups in storage.
 
@@ -173,9 +178,9 @@ def run_prune(
     BakupError (stage ``prune``) when storage cannot be listed or a deletion fails; backups
     deleted before the failure stay deleted, the rest stay.
     """
-    storage = storage or open_storage(settings.backup_dir)
-    label = label or (settings.database.dbname if settings.database else "")
-    policy = settings.retention
+    storage = open_storage(target.backup_dir)
+    label = target.name
+    policy = target.retention
     try:
         backups, has_manifest = scan(storage)
         plan = plan_prune(backups, policy, now or datetime.now(UTC))
@@ -217,34 +222,113 @@ def run_prune(
 
 def run_restore(
     settings: Settings,
+    target: Target,
     name: str,
-    target: ConnectionParams,
+    destination: ConnectionParams,
     *,
     clean: bool = False,
     no_owner: bool = False,
 ) -> Backup:
-    """Restore the backup ``name`` (or ``latest``) into ``target``.
+    """Restore ``target``'s backup ``name`` (or ``latest``) into the database ``destination``.
 
     Returns the restored backup. Raises BakupError when the backup is missing or corrupted,
-    the target refuses it, or pg_restore fails.
+    the destination refuses it, or pg_restore fails.
     """
-    storage = open_storage(settings.backup_dir)
+    storage = open_storage(target.backup_dir)
     backup = find_backup(storage, name)
-    log.info("Restoring %s into %s", backup.name, target.display())
+    log.info("Restoring %s into %s", backup.name, destination.display())
     try:
         restore_backup(
-            storage, backup, target, clean=clean, no_owner=no_owner, pg_bin_dir=settings.pg_bin_dir
+            storage,
+            backup,
+            destination,
+            clean=clean,
+            no_owner=no_owner,
+            pg_bin_dir=settings.pg_bin_dir,
         )
     except BakupError as error:
         log.error("ERROR: Failed to restore backup: %s", error.message)
         events.emit(
-            events.Event(
-                events.RESTORE_FAILED, backup.database, stage=error.stage, error=error.message
-            )
+            events.Event(events.RESTORE_FAILED, target.name, stage=error.stage, error=error.message)
         )
         raise
     log.info("Restore completed successfully")
-    events.emit(
-        events.Event(events.RESTORE_SUCCEEDED, backup.database, details={"name": backup.name})
-    )
+    events.emit(events.Event(events.RESTORE_SUCCEEDED, target.name, details={"name": backup.name}))
     return backup
+
+
+def run_verify(
+    settings: Settings, target: Target, name: str = "latest", *, level: str = "integrity"
+) -> Backup:
+    """Verify ``target``'s backup ``name`` (or ``latest``) and record the result in its manifest.
+
+    ``level`` is ``integrity`` or ``restore`` (a test restore into a scratch database, falling
+    back to integrity, with a note, where no scratch database can be created). Returns the
+    backup with its verification recorded. Raises BakupError (stage ``verify``) when a check
+    fails; the failure is recorded in the manifest too.
+    """
+    storage = open_storage(target.backup_dir)
+    backup = find_backup(storage, name)
+    log.info("Verifying %s (%s)", backup.name, level)
+    started = time.monotonic()
+    result = VerifyResult(level="integrity")
+    try:
+        result.checks += check_integrity(storage, backup, settings.pg_bin_dir)
+        if level == "restore":
+            _test_restore(settings, target, storage, backup, result)
+    except BakupError as error:
+        error.stage = "verify"
+        result.seconds = time.monotonic() - started
+        details = {**result.as_manifest(), "error": error.message}
+        _record_verification(storage, backup.with_verification(False, datetime.now(UTC), details))
+        log.error("ERROR: Verification failed: %s", error.message)
+        events.emit(
+            events.Event(events.VERIFY_FAILED, target.name, stage="verify", error=error.message)
+        )
+        raise
+    result.seconds = time.monotonic() - started
+    verified = backup.with_verification(True, datetime.now(UTC), result.as_manifest())
+    _record_verification(storage, verified)
+    for check in result.checks:
+        log.info("ok: %s", check)
+    log.info("Backup verified successfully: %s (%s)", backup.name, result.level)
+    events.emit(
+        events.Event(
+            events.VERIFY_SUCCEEDED,
+            target.name,
+            details={
+                "name": backup.name,
+                "level": result.level,
+                "duration_seconds": result.seconds,
+            },
+        )
+    )
+    return verified
+
+
+def _test_restore(
+    settings: Settings, target: Target, storage: Storage, backup: Backup, result: VerifyResult
+) -> None:
+    """Run the restore test into ``result``, or note why it fell back to integrity."""
+    server = settings.verify_database or target.database
+    if server is None:
+        result.notes.append(
+            "no server for a test restore (set VERIFY_DATABASE_URL): verified integrity only"
+        )
+        log.warning("WARNING: %s", result.notes[-1])
+        return
+    try:
+        result.checks += restore_test(storage, backup, server, settings.pg_bin_dir)
+    except PermissionError as error:
+        result.notes.append(
+            f"{error}: grant CREATEDB or set VERIFY_DATABASE_URL; verified integrity only"
+        )
+        log.warning("WARNING: %s", result.notes[-1])
+        return
+    result.level = "restore"
+
+
+def _record_verification(storage: Storage, backup: Backup) -> None:
+    """Write the verification into the manifest, unless the backup was deleted meanwhile."""
+    if backup.name in storage.list_names():
+        write_manifest(storage, backup)

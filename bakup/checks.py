@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bakup.dburl import ConnectionParams
 from bakup.errors import BakupError, ConfigError
 from bakup.pgtools import explain_failure, find_program, program_version
 from bakup.settings import Settings
@@ -38,33 +39,26 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
         settings = Settings.from_env(env)
     except ConfigError as error:
         return [CheckResult("config", False, problem) for problem in error.problems]
-    database = settings.require_database()
-    results = [CheckResult("config", True, f"backing up {database.display()}")]
-
-    server_major: int | None = None
-    try:
-        with psycopg.connect(**database.connect_kwargs(), connect_timeout=15) as connection:
-            server_version = connection.info.server_version
-            server_major = server_version // 10000
-        results.append(
-            CheckResult(
-                "database", True, f"connected to {database.display()} (PostgreSQL {server_major})"
-            )
-        )
-    except psycopg.Error as error:
-        _, message = explain_failure("psql", str(error), 1, database.password)
-        results.append(CheckResult("database", False, f"{database.display()}: {message}"))
+    described = ", ".join(
+        f"{target.name} ({target.require_database().display()})" for target in settings.targets
+    )
+    results = [CheckResult("config", True, f"backing up {described}")]
+    server_major = 0
+    for target in settings.targets:
+        result, major = _check_database(target.require_database(), target.name)
+        results.append(result)
+        server_major = max(server_major, major or 0)
 
     try:
         pg_dump = find_program("pg_dump", settings.pg_bin_dir)
         dump_major, text = program_version(pg_dump)
         version = re.sub(r"^pg_dump\s+\((PostgreSQL)\)", r"\1", text)
-        if server_major is not None and dump_major < server_major:
+        if dump_major < server_major:
             results.append(
                 CheckResult(
                     "pg_dump",
                     False,
-                    f"{pg_dump} is version {dump_major} but the server is {server_major}: install "
+                    f"{pg_dump} is version {dump_major} but a server is {server_major}: install "
                     f"postgresql-client-{server_major} or newer, or set PG_BIN_DIR",
                 )
             )
@@ -73,10 +67,27 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
     except BakupError as error:
         results.append(CheckResult("pg_dump", False, error.message))
 
-    storage = open_storage(settings.backup_dir)
-    try:
-        storage.prepare()
-        results.append(CheckResult("backup directory", True, f"{storage.describe()} is writable"))
-    except BakupError as error:
-        results.append(CheckResult("backup directory", False, error.message))
+    for target in settings.targets:
+        storage = open_storage(target.backup_dir)
+        try:
+            storage.prepare()
+            results.append(
+                CheckResult("backup directory", True, f"{storage.describe()} is writable")
+            )
+        except BakupError as error:
+            results.append(CheckResult("backup directory", False, error.message))
     return results
+
+
+def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult, int | None]:
+    """Log in to ``database``; returns the result and the server's major version."""
+    label = "database" if name == database.dbname else f"database {name}"
+    try:
+        with psycopg.connect(**database.connect_kwargs(), connect_timeout=15) as connection:
+            major = connection.info.server_version // 10000
+    except psycopg.Error as error:
+        _, message = explain_failure("psql", str(error), 1, database.password)
+        return CheckResult(label, False, f"{database.display()}: {message}"), None
+    return CheckResult(
+        label, True, f"connected to {database.display()} (PostgreSQL {major})"
+    ), major

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from bakup import __version__
-from bakup.actions import run_backup, run_prune, run_restore
+from bakup.actions import run_backup, run_prune, run_restore, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
 from bakup.dburl import DatabaseUrlError, parse_database_url
@@ -22,6 +22,7 @@ from bakup.errors import BakupError, ConfigError
 from bakup.logs import configure_logging, megabytes
 from bakup.settings import Settings
 from bakup.storage import open_storage
+from bakup.targets import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -34,12 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bakup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("backup", help="take a backup of DATABASE_URL now, then prune")
+    backup = commands.add_parser("backup", help="take a backup now, then prune")
+    _database_option(backup, "back up only this configured database (default: all)")
 
     listing = commands.add_parser("list", help="list complete backups, oldest first")
     listing.add_argument("--json", action="store_true", help="print a JSON array for scripts")
+    _database_option(listing, "list only this configured database's backups")
+
+    verify = commands.add_parser("verify", help="check that a backup is intact and restorable")
+    verify.add_argument("name", nargs="?", default="latest", help="backup name (default: latest)")
+    verify.add_argument(
+        "--restore",
+        action="store_true",
+        help="also restore it into a scratch database and compare every table's row count",
+    )
+    _database_option(verify, "which configured database's backup (needed when several)")
 
     restore = commands.add_parser("restore", help="restore a backup into a database")
+    _database_option(restore, "which configured database's backup (needed when several)")
     restore.add_argument("name", help="backup name as `bakup list` shows it, or `latest`")
     restore.add_argument(
         "--target-url",
@@ -57,9 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser("prune", help="delete backups the retention policy lets go")
     prune.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    _database_option(prune, "prune only this configured database (default: all)")
 
     commands.add_parser("check", help="check configuration, pg_dump, database and directory")
     return parser
+
+
+def _database_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--database", "-d", metavar="NAME", help=help_text)
+
+
+def _selected(settings: Settings, name: str | None) -> list[Target]:
+    """The targets a command acts on: the one named, or all of them."""
+    return [settings.target(name)] if name else list(settings.targets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "backup": _backup,
         "list": _list,
+        "verify": _verify,
         "restore": _restore,
         "prune": _prune,
         "check": _check,
@@ -89,28 +113,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _backup(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=True)
-    outcome = run_backup(settings)
-    if outcome.prune_error is not None:
-        print(
-            f"bakup: backup {outcome.backup.name} is complete, but pruning failed: "
-            f"{outcome.prune_error.message}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    return EXIT_OK
+    status = EXIT_OK
+    for target in _selected(settings, args.database):
+        try:
+            outcome = run_backup(settings, target)
+        except BakupError as error:
+            if error.exit_code == EXIT_USAGE or len(settings.targets) == 1:
+                raise
+            print(f"bakup: {target.name}: {error.message}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        if outcome.prune_error is not None:
+            print(
+                f"bakup: backup {outcome.backup.name} is complete, but pruning failed: "
+                f"{outcome.prune_error.message}",
+                file=sys.stderr,
+            )
+            status = EXIT_FAILED
+    return status
 
 
 def _list(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=False)
-    backups = list_backups(open_storage(settings.backup_dir))
+    listed = [
+        (target, backup)
+        for target in _selected(settings, args.database)
+        for backup in list_backups(open_storage(target.backup_dir))
+    ]
     if args.json:
-        json.dump([backup.summary_json() for backup in backups], sys.stdout, indent=2)
+        json.dump(
+            [{"target": target.name, **backup.summary_json()} for target, backup in listed],
+            sys.stdout,
+            indent=2,
+        )
         print()
         return EXIT_OK
-    if not backups:
+    if not listed:
         print(f"no complete backups in {settings.backup_dir}")
         return EXIT_OK
-    print(_table(backups))
+    print(_table([backup for _, backup in listed]))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(require_database=False)
+    target = settings.target(args.database)
+    run_verify(settings, target, args.name, level="restore" if args.restore else "integrity")
     return EXIT_OK
 
 
@@ -144,16 +192,24 @@ def _restore(args: argparse.Namespace) -> int:
         )
     source = "--target-url" if args.target_url else "TARGET_DATABASE_URL"
     try:
-        target = parse_database_url(url, name=source)
+        destination = parse_database_url(url, name=source)
     except DatabaseUrlError as error:
         raise ConfigError([str(error)]) from None
-    run_restore(settings, args.name, target, clean=args.clean, no_owner=args.no_owner)
+    run_restore(
+        settings,
+        settings.target(args.database),
+        args.name,
+        destination,
+        clean=args.clean,
+        no_owner=args.no_owner,
+    )
     return EXIT_OK
 
 
 def _prune(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=False)
-    run_prune(settings, dry_run=args.dry_run)
+    for target in _selected(settings, args.database):
+        run_prune(settings, target, dry_run=args.dry_run)
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.errors import DumpError, StorageError
-from bakup.pgtools import child_environment, explain_failure, find_program
+from bakup.pgtools import child_environment, diagnose, die_with_parent, find_program
 from bakup.storage.base import Storage, StoredWriter
 
 READ_SIZE = 1 << 20
@@ -110,6 +110,7 @@ def dump_to_storage(
                 stdout=subprocess.PIPE,
                 stderr=stderr_file,
                 env=child_environment(database),
+                preexec_fn=die_with_parent,
             )
         except OSError as error:
             raise DumpError(f"cannot start {pg_dump}: {error.strerror}", stage="dump") from None
@@ -144,8 +145,8 @@ def dump_to_storage(
         if returncode != 0:
             stderr_file.seek(0)
             stderr = stderr_file.read().decode("utf-8", "replace")
-            stage, message = explain_failure("pg_dump", stderr, returncode, database.password)
-            raise DumpError(message, stage=stage)
+            failure = diagnose("pg_dump", stderr, returncode, database.password)
+            raise DumpError(failure.message, stage=failure.stage, transient=failure.transient)
         try:
             if archive_error is not None:
                 raise archive_error

@@ -11,14 +11,20 @@ from __future__ import annotations
 class BakupError(Exception):
     """A failure with a message meant for the operator.
 
-    Given the message and the stage that failed; ``exit_code`` is what the CLI exits with.
+    Given the message, the stage that failed and whether trying again later may help
+    (``transient``: a refused connection, a storage outage) or cannot (a wrong password, a
+    missing database); ``exit_code`` is what the CLI exits with.
     """
 
     exit_code = 1
+    default_transient = False
 
-    def __init__(self, message: str, *, stage: str = "backup") -> None:
+    def __init__(
+        self, message: str, *, stage: str = "backup", transient: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.stage = stage
+        self.transient = self.default_transient if transient is None else transient
 
     @property
     def message(self) -> str:
@@ -42,6 +48,8 @@ class DumpError(BakupError):
 
 class StorageError(BakupError):
     """The backup could not be written to, read from or deleted in its storage."""
+
+    default_transient = True
 
 
 class ChecksumMismatch(BakupError):

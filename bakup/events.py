@@ -21,6 +21,8 @@ BACKUP_SUCCEEDED = "backup.succeeded"
 BACKUP_FAILED = "backup.failed"
 PRUNE_FINISHED = "prune.finished"
 PRUNE_FAILED = "prune.failed"
+VERIFY_SUCCEEDED = "verify.succeeded"
+VERIFY_FAILED = "verify.failed"
 RESTORE_SUCCEEDED = "restore.succeeded"
 RESTORE_FAILED = "restore.failed"
 

@@ -7,35 +7,76 @@ program prints on stderr is turned into one line for the operator, with the pass
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from bakup.dburl import ConnectionParams
 from bakup.errors import DumpError
 
-# The wording of libpq and pg_dump failures -> (stage, what to do).
-_HINTS: tuple[tuple[str, str, str], ...] = (
-    ("password authentication failed", "connect", "check the user and password in DATABASE_URL"),
-    ("no password supplied", "connect", "put the password in DATABASE_URL"),
-    ("does not exist", "connect", "check the database and user names in DATABASE_URL"),
+# The wording of libpq and pg_dump failures -> (stage, transient, what to do). Transient ones
+# may go away by themselves (the server restarts, the network comes back): worth a retry.
+_HINTS: tuple[tuple[str, str, bool, str], ...] = (
+    (
+        "password authentication failed",
+        "connect",
+        False,
+        "check the user and password in DATABASE_URL",
+    ),
+    ("no password supplied", "connect", False, "put the password in DATABASE_URL"),
+    ("does not exist", "connect", False, "check the database and user names in DATABASE_URL"),
     (
         "server version mismatch",
         "dump",
+        False,
         "install a pg_dump at least as new as the server's major version, or set PG_BIN_DIR",
     ),
     (
         "connection refused",
         "connect",
+        True,
         "check the host and port in DATABASE_URL and that the server is running",
     ),
-    ("could not translate host name", "connect", "check the host name in DATABASE_URL"),
-    ("timeout expired", "connect", "check that the server is reachable from here (firewall, host)"),
-    ("connection to server", "connect", "check DATABASE_URL and that the server is reachable"),
-    ("permission denied", "dump", "grant the backup role read access to every table it dumps"),
+    ("could not translate host name", "connect", True, "check the host name in DATABASE_URL"),
+    (
+        "timeout expired",
+        "connect",
+        True,
+        "check that the server is reachable from here (firewall, host)",
+    ),
+    ("the database system is starting up", "connect", True, "the server is starting: wait"),
+    ("the database system is shutting down", "connect", True, "the server is stopping: wait"),
+    ("too many connections", "connect", True, "the server has no free connection slot"),
+    (
+        "connection to server",
+        "connect",
+        True,
+        "check DATABASE_URL and that the server is reachable",
+    ),
+    (
+        "permission denied",
+        "dump",
+        False,
+        "grant the backup role read access to every table it dumps",
+    ),
 )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed PostgreSQL program, explained."""
+
+    stage: str
+    message: str
+    transient: bool
 
 
 def find_program(name: str, bin_dir: Path | None = None) -> str:
@@ -80,6 +121,16 @@ def program_version(path: str) -> tuple[int, str]:
     return int(match.group(1)), output
 
 
+def die_with_parent() -> None:
+    """In a child between fork and exec: ask Linux to SIGKILL it when its parent dies, so a
+    killed worker never leaves pg_dump or pg_restore running on its own."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pipe closing still stops the child
+        pass
+
+
 def child_environment(database: ConnectionParams) -> dict[str, str]:
     """Return the environment for a libpq child program: ours, minus a stray PGPASSWORD, plus
     the URL's password and an application name that shows in pg_stat_activity."""
@@ -96,6 +147,13 @@ def explain_failure(
     The message is the program's first error line followed by what to do; the password, if
     the program echoed it, is replaced by ``***``.
     """
+    failure = diagnose(program, stderr, returncode, password)
+    return failure.stage, failure.message
+
+
+def diagnose(program: str, stderr: str, returncode: int, password: str | None) -> Failure:
+    """Like explain_failure, and also say whether the failure is transient (a retry may help:
+    a refused connection, a killed process) or permanent (a wrong password)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line or "FATAL" in line] or lines
     if returncode < 0:
@@ -110,13 +168,13 @@ def explain_failure(
                 detail += " " + extra
     else:
         detail = f"{program} exited with status {returncode} and printed nothing"
-    stage, hint = "dump", ""
+    stage, hint, transient = "dump", "", returncode < 0  # killed: maybe out of memory, once
     lowered = detail.lower()
-    for needle, hint_stage, advice in _HINTS:
+    for needle, hint_stage, hint_transient, advice in _HINTS:
         if needle in lowered:
-            stage, hint = hint_stage, advice
+            stage, hint, transient = hint_stage, advice, hint_transient
             break
     if password:
         detail = detail.replace(password, "***")
     message = f"{detail}: {hint}" if hint else detail
-    return stage, " ".join(message.split())
+    return Failure(stage, " ".join(message.split()), transient)

@@ -19,7 +19,7 @@ from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.errors import ChecksumMismatch, RestoreError
-from bakup.pgtools import child_environment, explain_failure, find_program
+from bakup.pgtools import child_environment, die_with_parent, explain_failure, find_program
 from bakup.storage.base import Storage
 
 READ_SIZE = 1 << 20
@@ -111,6 +111,7 @@ def restore_backup(
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
             env=child_environment(target),
+            preexec_fn=die_with_parent,
         )
         assert process.stdin is not None
         try:

@@ -17,8 +17,12 @@ from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
 from bakup.errors import ConfigError
 from bakup.retention import RetentionPolicy
+from bakup.schedule import Schedule, ScheduleError, parse_schedule
+from bakup.targets import Target, load_targets_file, single_target
 
 DEFAULT_BACKUP_DIR = "./backups"
+DEFAULT_SCHEDULE = "0 2 * * *"
+VERIFY_LEVELS = ("restore", "integrity", "off")
 
 # name -> (default, meaning): the single source for validation and for `bakup check`'s output.
 INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
@@ -27,6 +31,8 @@ INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
     "KEEP_DAILY": (0, "also keep the newest backup of each of this many recent days"),
     "KEEP_WEEKLY": (0, "also keep the newest backup of each of this many recent ISO weeks"),
     "KEEP_MONTHLY": (0, "also keep the newest backup of each of this many recent months"),
+    "BACKUP_TIME_LIMIT": (6 * 3600, "seconds after which a backup task is stopped"),
+    "BACKUP_RETRIES": (5, "how often a transient backup failure is retried"),
 }
 
 
@@ -40,7 +46,14 @@ class Settings:
     compression: str = "gzip"
     compression_level: int | None = None
     pg_bin_dir: Path | None = None
-    problems: tuple[str, ...] = field(default=(), compare=False)
+    schedule: Schedule = field(default_factory=lambda: parse_schedule(DEFAULT_SCHEDULE))
+    targets: tuple[Target, ...] = ()
+    redis_url: str | None = field(default=None, repr=False)
+    verify_level: str = "restore"
+    verify_database: ConnectionParams | None = None
+    backup_time_limit: int = 6 * 3600
+    backup_retries: int = 5
+    beat_schedule_file: Path = Path("celerybeat-schedule")
 
     @classmethod
     def from_env(
@@ -61,7 +74,7 @@ class Settings:
                 database = parse_database_url(url)
             except DatabaseUrlError as error:
                 problems.append(str(error))
-        elif require_database:
+        elif require_database and not env.get("BAKUP_CONFIG"):
             problems.append(
                 "DATABASE_URL is not set: set it to postgresql://user:password@host:5432/dbname"
             )
@@ -101,9 +114,86 @@ class Settings:
             if not pg_bin_dir.is_dir():
                 problems.append(f"PG_BIN_DIR is {str(pg_bin_dir)!r}, which is not a directory")
 
+        schedule = parse_schedule(DEFAULT_SCHEDULE)
+        try:
+            schedule = parse_schedule(env.get("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE)
+        except ScheduleError as error:
+            problems.append(str(error))
+
+        verify_level = (env.get("VERIFY_LEVEL") or "restore").strip().lower()
+        if verify_level not in VERIFY_LEVELS:
+            problems.append(
+                f"VERIFY_LEVEL is {verify_level!r}: use one of {', '.join(VERIFY_LEVELS)}"
+            )
+        verify_database = None
+        verify_url = _read_secret(env, "VERIFY_DATABASE_URL", problems)
+        if verify_url:
+            try:
+                verify_database = parse_database_url(verify_url, name="VERIFY_DATABASE_URL")
+            except DatabaseUrlError as error:
+                problems.append(str(error))
+
+        redis_url = _read_secret(env, "REDIS_URL", problems) or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+
+        defaults = Target(
+            name="default",
+            database=database,
+            backup_dir=backup_dir,
+            retention=retention,
+            compression=compression if compression in REGISTRY else "gzip",
+            compression_level=level,
+            schedule=schedule,
+        )
+        config_file = env.get("BAKUP_CONFIG")
+        if config_file:
+            targets = load_targets_file(Path(config_file), defaults, env, problems)
+        else:
+            targets = [single_target(defaults)]
+
         if problems:
             raise ConfigError(problems)
-        return cls(database, backup_dir, retention, compression, level, pg_bin_dir)
+        return cls(
+            database,
+            backup_dir,
+            retention,
+            compression,
+            level,
+            pg_bin_dir,
+            schedule=schedule,
+            targets=tuple(targets),
+            redis_url=redis_url,
+            verify_level=verify_level,
+            verify_database=verify_database,
+            backup_time_limit=numbers["BACKUP_TIME_LIMIT"],
+            backup_retries=numbers["BACKUP_RETRIES"],
+            beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
+        )
+
+    def target(self, name: str | None) -> Target:
+        """Return the target called ``name``, or the only one when ``name`` is None.
+
+        Raises ConfigError when there is no such target or the choice is ambiguous.
+        """
+        if name is None:
+            if len(self.targets) == 1:
+                return self.targets[0]
+            names = ", ".join(target.name for target in self.targets)
+            raise ConfigError(
+                [f"several databases are configured ({names}): pick one with --target"]
+            )
+        for target in self.targets:
+            if target.name == name:
+                return target
+        names = ", ".join(target.name for target in self.targets)
+        raise ConfigError([f"no database named {name!r} is configured (known: {names})"])
+
+    def require_redis(self) -> str:
+        """Return REDIS_URL; raises ConfigError when it is unset."""
+        if not self.redis_url:
+            raise ConfigError(["REDIS_URL is not set: set it to redis://host:6379/0"])
+        return self.redis_url
 
     def require_database(self) -> ConnectionParams:
         """Return the database to back up; raises ConfigError when DATABASE_URL is unset."""

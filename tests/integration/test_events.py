@@ -30,7 +30,7 @@ def test_successful_backup_emits_started_succeeded_and_prune_finished(
 ) -> None:
     database.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g")
     settings = Settings.from_env({"DATABASE_URL": database.url, "BACKUP_DIR": str(tmp_path)})
-    outcome = run_backup(settings)
+    outcome = run_backup(settings, settings.targets[0])
 
     assert [event.kind for event in received] == [
         events.BACKUP_STARTED,
@@ -50,7 +50,7 @@ def test_failed_backup_emits_failure_with_stage_and_redacted_error(
     url = database.server.url("no_such_database")
     settings = Settings.from_env({"DATABASE_URL": url, "BACKUP_DIR": str(tmp_path)})
     with pytest.raises(BakupError):
-        run_backup(settings)
+        run_backup(settings, settings.targets[0])
 
     assert [event.kind for event in received] == [events.BACKUP_STARTED, events.BACKUP_FAILED]
     failed = received[1]
@@ -68,7 +68,7 @@ def test_a_listener_that_raises_does_not_fail_the_backup(
     unsubscribe = events.subscribe(broken)
     try:
         settings = Settings.from_env({"DATABASE_URL": database.url, "BACKUP_DIR": str(tmp_path)})
-        outcome = run_backup(settings)
+        outcome = run_backup(settings, settings.targets[0])
     finally:
         unsubscribe()
     assert outcome.prune_error is None
