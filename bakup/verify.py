@@ -107,6 +107,7 @@ class _ReadBack:
     list_returncode: int
     list_output: bytes
     list_errors: str
+    unreadable: str | None = None  # why the content could not be decompressed or parsed
 
 
 def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
@@ -126,6 +127,8 @@ def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
         hashing = _HashingReader(stored)
         stream = get_compression(backup.compression).open_reader(io.BufferedReader(hashing))
         feeding = True
+        unreadable = None
+        returncode = -1
         try:
             while chunk := stream.read(READ_SIZE):
                 counter.feed(chunk)
@@ -138,23 +141,22 @@ def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
                 process.stdin.close()
             returncode = process.wait(timeout=300)
         except ArchiveFormatError as error:
-            raise VerifyError(
-                f"{backup.name} does not hold a pg_dump archive: {error}", stage="verify"
-            ) from None
+            unreadable = f"{backup.name} does not hold a pg_dump archive: {error}"
         except (EOFError, ValueError, zstandard.ZstdError, OSError) as error:
             if isinstance(error, OSError) and error.errno is not None:
                 raise StorageError(
                     f"reading {backup.name} failed: {error}", stage="verify"
                 ) from None
-            raise VerifyError(
-                f"{backup.name} does not decompress as {backup.compression}: {error}",
-                stage="verify",
-            ) from None
+            unreadable = f"{backup.name} does not decompress as {backup.compression}: {error}"
         finally:
             stream.close()
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        if unreadable is not None:
+            # Hash the rest too: a checksum mismatch is the clearer diagnosis of corruption.
+            while hashing.read(READ_SIZE):
+                pass
         listing.seek(0)
         errors.seek(0)
         return _ReadBack(
@@ -164,6 +166,7 @@ def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
             list_returncode=returncode,
             list_output=listing.read(),
             list_errors=errors.read().decode("utf-8", "replace"),
+            unreadable=unreadable,
         )
 
 
@@ -182,6 +185,8 @@ def check_integrity(storage: Storage, backup: Backup, pg_bin_dir: Path | None = 
             stage="verify",
         )
     checks = ["sha256 matches the manifest"]
+    if found.unreadable is not None:
+        raise VerifyError(found.unreadable, stage="verify")
     try:
         summary = found.counter.finish()
     except ArchiveFormatError as error:
