@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     _database_option(prune, "prune only this configured database (default: all)")
 
     commands.add_parser("check", help="check configuration, pg_dump, database and directory")
+
+    worker = commands.add_parser("worker", help="run the Celery worker that takes the backups")
+    worker.add_argument(
+        "--beat", action="store_true", help="also run the scheduler in this process"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, metavar="N", help="backups run at once (default: CPU count)"
+    )
+    worker.add_argument("--loglevel", default="INFO", help="Celery's log level (default: INFO)")
+
+    beat = commands.add_parser("beat", help="run the scheduler (exactly one per deployment)")
+    beat.add_argument("--loglevel", default="INFO", help="Celery's log level (default: INFO)")
     return parser
 
 
@@ -96,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore": _restore,
         "prune": _prune,
         "check": _check,
+        "worker": _worker,
+        "beat": _beat,
     }
     try:
         return handlers[args.command](args)
@@ -220,6 +234,44 @@ def _check(args: argparse.Namespace) -> int:
     if any(result.name == "config" and not result.ok for result in results):
         return EXIT_USAGE
     return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
+def _service_settings() -> Settings:
+    """Settings for the worker and beat: REDIS_URL and every database's URL must be set."""
+    settings = Settings.from_env(require_database=True)
+    settings.require_redis()
+    for target in settings.targets:
+        target.require_database()
+    return settings
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = _service_settings()
+    # Imported here: the engine never depends on Celery; only these two commands do.
+    from worker.app import QUEUE, app
+
+    argv = [
+        "worker",
+        f"--loglevel={args.loglevel}",
+        f"--queues={QUEUE}",
+        "--hostname=bakup@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.concurrency:
+        argv.append(f"--concurrency={args.concurrency}")
+    if args.beat:
+        argv += ["--beat", f"--schedule={settings.beat_schedule_file}"]
+    app.worker_main(argv)
+    return EXIT_OK
+
+
+def _beat(args: argparse.Namespace) -> int:
+    settings = _service_settings()
+    from worker.app import app
+
+    app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={settings.beat_schedule_file}"])
+    return EXIT_OK
 
 
 def entry_point() -> None:

@@ -33,6 +33,10 @@ INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
     "KEEP_MONTHLY": (0, "also keep the newest backup of each of this many recent months"),
     "BACKUP_TIME_LIMIT": (6 * 3600, "seconds after which a backup task is stopped"),
     "BACKUP_RETRIES": (5, "how often a transient backup failure is retried"),
+    "RETRY_BASE_SECONDS": (60, "first retry delay; it doubles each time, with jitter"),
+    "RETRY_MAX_SECONDS": (1800, "the longest delay between retries"),
+    "LOCK_TTL": (60, "seconds a dead worker's database lock outlives it"),
+    "CATCH_UP_INTERVAL": (300, "seconds between checks for missed scheduled backups"),
 }
 
 
@@ -53,6 +57,10 @@ class Settings:
     verify_database: ConnectionParams | None = None
     backup_time_limit: int = 6 * 3600
     backup_retries: int = 5
+    retry_base_seconds: int = 60
+    retry_max_seconds: int = 1800
+    lock_ttl: int = 60
+    catch_up_interval: int = 300
     beat_schedule_file: Path = Path("celerybeat-schedule")
 
     @classmethod
@@ -168,6 +176,10 @@ class Settings:
             verify_database=verify_database,
             backup_time_limit=numbers["BACKUP_TIME_LIMIT"],
             backup_retries=numbers["BACKUP_RETRIES"],
+            retry_base_seconds=numbers["RETRY_BASE_SECONDS"],
+            retry_max_seconds=numbers["RETRY_MAX_SECONDS"],
+            lock_ttl=max(numbers["LOCK_TTL"], 3),
+            catch_up_interval=max(numbers["CATCH_UP_INTERVAL"], 1),
             beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
         )
 

@@ -23,7 +23,7 @@ from bakup.storage.base import Storage, StoredWriter
 PARTIAL_SUFFIX = ".partial"
 # A file younger than this is never treated as abandoned: it closes the instant between a
 # writer creating its file and taking the lock.
-ABANDONED_AFTER_SECONDS = 5.0
+ABANDONED_AFTER_SECONDS = 1.0
 
 
 def describe_os_error(error: OSError, path: Path | str) -> str:

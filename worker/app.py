@@ -1,0 +1,70 @@
+"""The Celery application: broker, delivery guarantees, time limits and the beat table.
+
+Delivery: tasks are acknowledged when they start (not ``acks_late``). A long backup can then
+never be delivered twice by the Redis broker's visibility timeout; a backup lost because its
+worker died is taken again by the catch-up check, which finds the schedule slot without a
+backup once the dead worker's lock has expired. Every run is idempotent per slot anyway
+(``worker.locks``), so a duplicate message is skipped, not run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import after_setup_logger, worker_ready
+
+from bakup.logs import configure_logging
+from worker import runtime
+from worker.beat_schedule import CATCH_UP_TASK, build_beat_schedule
+
+QUEUE = "bakup"
+
+
+def create_app() -> Celery:
+    """Build the Celery app from the environment. Raises ConfigError if it is invalid."""
+    settings = runtime.settings()
+    broker = settings.require_redis()
+    app = Celery("bakup", broker=broker, backend=broker, include=["worker.tasks"])
+    limit = settings.backup_time_limit
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        # Messages reserved but not yet started stay unacknowledged: keep them invisible to
+        # other workers for longer than any task may run, in every place Redis reads it.
+        broker_transport_options={"visibility_timeout": limit + 3600},
+        result_backend_transport_options={"visibility_timeout": limit + 3600},
+        visibility_timeout=limit + 3600,
+        task_time_limit=limit,
+        task_soft_time_limit=max(limit - 60, 1),
+        result_expires=24 * 3600,
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule=build_beat_schedule(settings),
+        beat_schedule_filename=str(settings.beat_schedule_file),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = create_app()
+
+
+@after_setup_logger.connect
+def _use_script_log_format(**_: Any) -> None:
+    configure_logging(logging.INFO)
+
+
+@worker_ready.connect
+def _catch_up_on_start(sender: Any = None, **_: Any) -> None:
+    # A worker that starts after a scheduled time was missed (machine down at 02:00) checks
+    # at once rather than at the next periodic check.
+    try:
+        app.send_task(CATCH_UP_TASK, queue=QUEUE)
+    except Exception as error:  # never keep the worker from starting
+        logging.getLogger("bakup").warning("WARNING: catch-up check not queued: %s", error)
