@@ -63,8 +63,10 @@ def _use_script_log_format(**_: Any) -> None:
 @worker_ready.connect
 def _catch_up_on_start(sender: Any = None, **_: Any) -> None:
     # A worker that starts after a scheduled time was missed (machine down at 02:00) checks
-    # at once rather than at the next periodic check.
+    # at once rather than at the next periodic check; and once more when the lock of a worker
+    # that died mid-backup has surely expired, so its backup is retaken even without beat.
     try:
         app.send_task(CATCH_UP_TASK, queue=QUEUE)
+        app.send_task(CATCH_UP_TASK, queue=QUEUE, countdown=runtime.settings().lock_ttl + 1)
     except Exception as error:  # never keep the worker from starting
         logging.getLogger("bakup").warning("WARNING: catch-up check not queued: %s", error)

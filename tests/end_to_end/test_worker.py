@@ -1,0 +1,186 @@
+"""The worker and beat as deployed: real redis-server, real Celery processes, real PostgreSQL,
+schedules of seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Database
+from tests.end_to_end.conftest import (
+    Services,
+    complete_backups,
+    send_backup,
+    wait_for,
+    worker_env,
+)
+from tests.integration.faults import fake_pg_bin
+from tests.support.postgres_server import free_port
+
+pytestmark = pytest.mark.end_to_end
+
+
+@pytest.fixture
+def small_db(database: Database) -> Database:
+    database.psql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g"
+    )
+    return database
+
+
+def cron_line_minutes_ago(minutes: int) -> str:
+    """A daily cron line whose latest fire time was ``minutes`` ago."""
+    moment = datetime.now(UTC) - timedelta(minutes=minutes)
+    return f"{moment.minute} {moment.hour} * * *"
+
+
+def test_scheduled_backups_happen_then_verify_and_prune(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    env = worker_env(
+        small_db,
+        backup_dir,
+        redis_url,
+        BACKUP_SCHEDULE="every 4s",
+        MAX_BACKUPS="2",
+        VERIFY_LEVEL="restore",
+    )
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    wait_for(
+        lambda: worker.count("Backup verified successfully") >= 3, 60, "three verified backups"
+    )
+    wait_for(lambda: worker.count("Deleted postgres_backup_") >= 1, 30, "pruning")
+    assert worker.stop() == 0
+    backups = complete_backups(backup_dir)
+    assert len(backups) <= 3  # two kept, perhaps one more taken after the last prune
+    assert all(backup["verified"] for backup in backups[:2])
+    assert backups[0]["verification"]["level"] == "restore"
+    assert "Traceback" not in worker.output()
+
+
+def test_a_database_already_being_backed_up_is_skipped_not_run_twice(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    slow = fake_pg_bin(tmp_path / "bin", kill_after_bytes=None, pause_seconds=0)
+    slow_dump = slow / "pg_dump"
+    slow_dump.write_text(slow_dump.read_text().replace("exec ", "sleep 4; exec "))
+    env = worker_env(small_db, backup_dir, redis_url, PG_BIN_DIR=str(slow))
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker to start")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: worker.count("another backup of it is running") == 1, 30, "the skip")
+    wait_for(lambda: worker.count("Backup completed successfully") == 1, 30, "the backup")
+    assert len(complete_backups(backup_dir)) == 1
+
+
+def test_killed_worker_leaves_no_partial_backup_and_the_backup_is_taken_when_one_is_back(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    hanging = fake_pg_bin(tmp_path / "bin", kill_after_bytes=20_000, pause_seconds=120)
+    schedule = cron_line_minutes_ago(3)  # missed three minutes ago: catch-up takes it
+    env = worker_env(small_db, backup_dir, redis_url, BACKUP_SCHEDULE=schedule)
+    first = services.start("worker", env={**env, "PG_BIN_DIR": str(hanging)})
+    wait_for(lambda: list(backup_dir.glob(".*.partial")), 60, "a backup in progress")
+    first.kill()
+    assert complete_backups(backup_dir) == []
+
+    second = services.start("worker", env=env)
+    wait_for(lambda: len(complete_backups(backup_dir)) == 1, 60, "the backup to be retaken")
+    wait_for(lambda: not list(backup_dir.glob(".*.partial")), 30, "the leftover to go")
+    assert second.count("its run was interrupted") == 1
+    assert second.count("Catching up") == 1
+
+
+def test_a_worker_started_after_a_missed_schedule_catches_up_once(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    env = worker_env(small_db, backup_dir, redis_url, BACKUP_SCHEDULE=cron_line_minutes_ago(5))
+    worker = services.start("worker", "--beat", env=env)
+    wait_for(lambda: len(complete_backups(backup_dir)) == 1, 60, "the catch-up backup")
+    # Further periodic checks find the slot done and queue nothing more.
+    wait_for(lambda: worker.count("bakup.catch_up") >= 8, 30, "more catch-up checks")
+    assert len(complete_backups(backup_dir)) == 1
+    assert worker.count("Catching up") == 1
+
+
+def test_two_beats_started_by_mistake_still_give_one_run_per_tick_and_beat_restarts_cleanly(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    env = worker_env(small_db, backup_dir, redis_url, BACKUP_SCHEDULE="every 3s")
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    beats = [
+        services.start("beat", env={**env, "BEAT_SCHEDULE_FILE": str(tmp_path / f"beat-{n}")})
+        for n in range(2)
+    ]
+    wait_for(lambda: worker.count("Backup completed successfully") >= 3, 60, "three ticks")
+    assert beats[0].stop() == 0
+    restarted = services.start("beat", env={**env, "BEAT_SCHEDULE_FILE": str(tmp_path / "beat-0")})
+    wait_for(lambda: worker.count("Backup completed successfully") >= 6, 60, "three more ticks")
+    for service in (restarted, beats[1], worker):
+        service.stop()
+
+    slots = [
+        int(datetime.fromisoformat(backup["created_at"]).timestamp()) // 3
+        for backup in complete_backups(backup_dir)
+    ]
+    assert len(slots) == len(set(slots)), "two backups in one schedule slot"
+    # The second beat's messages were skipped: locked (same instant) or slot already done.
+    assert worker.count("Skipped backup of") >= 1
+    assert "Traceback" not in restarted.output()
+
+
+def test_transient_failures_are_retried_with_backoff_then_fail(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    closed = small_db.url.replace(f":{small_db.server.port}/", f":{free_port()}/")
+    env = worker_env(small_db, backup_dir, redis_url, DATABASE_URL=closed, BACKUP_RETRIES="2")
+    worker = services.start("worker", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker to start")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: worker.count("ERROR: Failed to create backup") == 3, 60, "three attempts")
+    wait_for(lambda: "raised expected" in worker.output(), 30, "the final failure")
+    assert worker.count("Retrying the backup") == 2
+    assert "Connection refused" in worker.output()
+
+
+def test_permanent_failures_are_not_retried(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    wrong = small_db.server.url(small_db.name, password="not-the-password")
+    env = worker_env(small_db, backup_dir, redis_url, DATABASE_URL=wrong)
+    worker = services.start("worker", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker to start")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: "raised expected" in worker.output(), 30, "the failure")
+    assert worker.count("ERROR: Failed to create backup") == 1
+    assert worker.count("Retrying the backup") == 0
+    assert "password authentication failed" in worker.output()
+    assert small_db.server.password not in worker.output()
+
+
+def test_sigterm_lets_the_running_backup_finish(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    backup_dir = tmp_path / "backups"
+    slow = fake_pg_bin(tmp_path / "bin")
+    slow_dump = slow / "pg_dump"
+    slow_dump.write_text(slow_dump.read_text().replace("exec ", "sleep 3; exec "))
+    env = worker_env(small_db, backup_dir, redis_url, PG_BIN_DIR=str(slow))
+    worker = services.start("worker", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker to start")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: list(backup_dir.glob(".*.partial")), 30, "the backup to start")
+    assert worker.stop(timeout=60) == 0
+    assert len(complete_backups(backup_dir)) == 1
+    assert not list(backup_dir.glob(".*.partial"))
+    assert "Backup completed successfully" in worker.output()
