@@ -193,7 +193,7 @@ class Settings:
                 return self.targets[0]
             names = ", ".join(target.name for target in self.targets)
             raise ConfigError(
-                [f"several databases are configured ({names}): pick one with --target"]
+                [f"several databases are configured ({names}): pick one with --database"]
             )
         for target in self.targets:
             if target.name == name:
