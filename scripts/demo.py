@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """`make demo`: a throwaway PostgreSQL with sample data, a real backup, the listing, a restore
-into a second database, and a table-by-table comparison of row counts.
+into a second database and a table-by-table comparison of row counts; then Redis and the worker
+with beat on a 30-second schedule, showing scheduled backups being taken, verified by a test
+restore and pruned.
 
-Everything lives in .demo/ (server, backups) and the server is stopped at the end.
+Everything lives in .demo/ (server, backups, logs) and every process is stopped at the end.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support import postgres_server  # noqa: E402
+from tests.support import postgres_server, redis_server  # noqa: E402
 from tests.support.sample_data import load_sample_data  # noqa: E402
 
 DEMO = REPO / ".demo"
@@ -84,10 +88,77 @@ def main() -> int:
             all_match &= restored == expected
             print(f"{table:36} {expected:>10} {restored:>10}  {mark}")
         print("\nAll row counts match." if all_match else "\nRow counts differ!")
-        print(f"Backups are in {DEMO / 'backups'}")
-        return 0 if all_match else 1
+        if not all_match:
+            return 1
+        return run_scheduled(env)
     finally:
         server.stop()
+
+
+def run_scheduled(env: dict[str, str]) -> int:
+    """Start Redis and `bakup worker --beat` on a 30 s schedule; show two scheduled runs."""
+    step("Starting Redis and the worker with beat (BACKUP_SCHEDULE='every 30s', MAX_BACKUPS=2)")
+    broker = redis_server.start()
+    log_path = DEMO / "worker.log"
+    worker_env = {
+        **env,
+        "REDIS_URL": broker.url(),
+        "BACKUP_SCHEDULE": "every 30s",
+        "MAX_BACKUPS": "2",
+        "VERIFY_LEVEL": "restore",
+        "BEAT_SCHEDULE_FILE": str(DEMO / "beat-schedule"),
+    }
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bakup.cli", "worker", "--beat"],
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    shown = 0
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            lines = log_path.read_text(errors="replace").splitlines()
+            for line in lines[shown:]:
+                if any(word in line for word in _INTERESTING):
+                    print(line)
+            shown = len(lines)
+            text = "\n".join(lines)
+            if (
+                text.count("Backup verified successfully") >= 2
+                and "Deleted postgres_backup_" in text
+            ):
+                break
+            if worker.poll() is not None:
+                print(f"the worker exited with status {worker.returncode}; see {log_path}")
+                return 1
+            time.sleep(1)
+        else:
+            print(f"no two scheduled backups within 150 s; see {log_path}")
+            return 1
+        step("Backups now (two kept, each verified by a test restore)")
+        bakup("list", env=env)
+        print(f"\nBackups are in {DEMO / 'backups'}; the worker's log is {log_path}")
+        return 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        broker.stop()
+
+
+_INTERESTING = (
+    "Sending due task",
+    "Starting PostgreSQL database backup",
+    "Backup completed successfully",
+    "Backup verified successfully",
+    "ok: restored",
+    "Deleted postgres_backup_",
+    "ERROR",
+)
 
 
 if __name__ == "__main__":
