@@ -97,14 +97,14 @@ def load_targets_file(
         if not isinstance(entry, dict):
             problems.append(f"{where} must be a table")
             continue
+        name = entry.get("name")
+        if isinstance(name, str) and name in seen:
+            problems.append(f"{where}: the name {name!r} is used twice")
+            continue
+        seen.add(str(name))
         target = _read_target(entry, where, defaults, env, problems)
-        if target is None:
-            continue
-        if target.name in seen:
-            problems.append(f"{where}: the name {target.name!r} is used twice")
-            continue
-        seen.add(target.name)
-        targets.append(target)
+        if target is not None:
+            targets.append(target)
     return targets
 
 

@@ -7,7 +7,6 @@ backup -> verify -> prune runs for each scheduled backup; ``catch_up`` takes mis
 from __future__ import annotations
 
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,27 +16,14 @@ from celery import Task
 from bakup.actions import run_backup, run_prune, run_verify
 from bakup.catalog import list_backups
 from bakup.errors import BakupError
-from bakup.settings import Settings
 from bakup.storage import open_storage
-from bakup.targets import Target
 from worker import runtime
 from worker.app import app
 from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK
 from worker.locks import database_lock, is_locked, set_slot_state, slot_state
+from worker.policy import retry_delay, slot_ttl
 
 log = logging.getLogger("bakup")
-
-
-def retry_delay(settings: Settings, retries: int) -> float:
-    """Seconds before retry number ``retries + 1``: exponential, capped, with full jitter in
-    its upper half so that workers retrying together spread out."""
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**retries)
-    return ceiling * random.uniform(0.5, 1.0)
-
-
-def slot_ttl(target: Target) -> int:
-    """How long to remember a slot's state: well past the next slot."""
-    return int(2 * target.schedule.period(datetime.now(UTC)).total_seconds()) + 86400
 
 
 @app.task(name=BACKUP_TASK, bind=True, throws=(BakupError,))

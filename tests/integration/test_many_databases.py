@@ -20,7 +20,7 @@ def test_each_configured_database_is_backed_up_into_its_own_folder(
     other.psql("CREATE TABLE b AS SELECT g FROM generate_series(1, 20) g")
     config = tmp_path / "bakup.toml"
     config.write_text(
-        f"""
+        """
 [[targets]]
 name = "shop"
 url_env = "SHOP_DATABASE_URL"
