@@ -23,7 +23,7 @@ from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.errors import DumpError, StorageError
-from bakup.pgtools import child_environment, diagnose, die_with_parent, find_program
+from bakup.pgtools import child_environment, diagnose_output, die_with_parent, find_program
 from bakup.storage.base import Storage, StoredWriter
 
 READ_SIZE = 1 << 20
@@ -143,9 +143,7 @@ def dump_to_storage(
                 raise
         returncode = process.wait()
         if returncode != 0:
-            stderr_file.seek(0)
-            stderr = stderr_file.read().decode("utf-8", "replace")
-            failure = diagnose("pg_dump", stderr, returncode, database.password)
+            failure = diagnose_output("pg_dump", stderr_file, returncode, database.password)
             raise DumpError(failure.message, stage=failure.stage, transient=failure.transient)
         try:
             if archive_error is not None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from bakup.dburl import ConnectionParams
 from bakup.errors import DumpError
@@ -149,6 +150,14 @@ def explain_failure(
     """
     failure = diagnose(program, stderr, returncode, password)
     return failure.stage, failure.message
+
+
+def diagnose_output(
+    program: str, stderr_file: BinaryIO, returncode: int, password: str | None
+) -> Failure:
+    """Diagnose a failed program from the file its stderr went to (see diagnose)."""
+    stderr_file.seek(0)
+    return diagnose(program, stderr_file.read().decode("utf-8", "replace"), returncode, password)
 
 
 def diagnose(program: str, stderr: str, returncode: int, password: str | None) -> Failure:

@@ -19,7 +19,13 @@ from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.errors import ChecksumMismatch, RestoreError
-from bakup.pgtools import child_environment, die_with_parent, explain_failure, find_program
+from bakup.pgtools import (
+    child_environment,
+    diagnose_output,
+    die_with_parent,
+    explain_failure,
+    find_program,
+)
 from bakup.storage.base import Storage
 
 READ_SIZE = 1 << 20
@@ -131,7 +137,5 @@ def restore_backup(
             raise
         returncode = process.wait()
         if returncode != 0:
-            stderr_file.seek(0)
-            stderr = stderr_file.read().decode("utf-8", "replace")
-            _stage, message = explain_failure("pg_restore", stderr, returncode, target.password)
-            raise RestoreError(f"pg_restore failed: {message}", stage="restore")
+            failure = diagnose_output("pg_restore", stderr_file, returncode, target.password)
+            raise RestoreError(f"pg_restore failed: {failure.message}", stage="restore")

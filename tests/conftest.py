@@ -64,6 +64,15 @@ def database(pg_server: PostgresServer) -> Iterator[Database]:
 
 
 @pytest.fixture
+def small_db(database: Database) -> Database:
+    """An empty-but-for-one-small-table database for one test."""
+    database.psql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g"
+    )
+    return database
+
+
+@pytest.fixture
 def target_database(pg_server: PostgresServer) -> Iterator[Database]:
     """A second empty database to restore into, dropped afterwards."""
     db = create_database(pg_server, "restore")

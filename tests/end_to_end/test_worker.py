@@ -22,14 +22,6 @@ from tests.support.postgres_server import free_port
 pytestmark = pytest.mark.end_to_end
 
 
-@pytest.fixture
-def small_db(database: Database) -> Database:
-    database.psql(
-        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g"
-    )
-    return database
-
-
 def cron_line_minutes_ago(minutes: int) -> str:
     """A daily cron line whose latest fire time was ``minutes`` ago."""
     moment = datetime.now(UTC) - timedelta(minutes=minutes)

@@ -23,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def small_db(database: Database) -> Database:
-    database.psql(
-        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g"
-    )
-    return database
-
-
-@pytest.fixture
 def good_backup(small_db: Database, tmp_path: Path) -> tuple[Path, list[dict]]:
     """A backup directory that already holds one good backup; returns it and `list --json`."""
     backup_dir = tmp_path / "backups"
