@@ -82,7 +82,7 @@ class Settings:
                 database = parse_database_url(url)
             except DatabaseUrlError as error:
                 problems.append(str(error))
-        elif require_database and not env.get("BAKUP_CONFIG"):
+        elif require_database and not env.get("BAKUP_CONFIG") and not env.get("DATABASE_URL_FILE"):
             problems.append(
                 "DATABASE_URL is not set: set it to postgresql://user:password@host:5432/dbname"
             )
@@ -222,7 +222,7 @@ def _read_secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:
     file_name = env.get(f"{name}_FILE", "")
     if value and file_name:
         problems.append(f"{name} and {name}_FILE are both set: keep one")
-        return ""
+        return value
     if file_name:
         try:
             return Path(file_name).read_text(encoding="utf-8").strip()
