@@ -154,3 +154,20 @@ def test_restore_with_target_url_option(
     result = run_bakup("restore", stored.name, "--target-url", target_database.url, env=env)
     assert result.returncode == 0, result.stderr
     assert target_database.psql("SELECT count(*) FROM sales.orders") == "300000"
+
+
+def test_back_up_drop_the_database_and_restore_it_under_its_own_name(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    db = create_database(pg_server, "dropped")
+    load_sample_data(pg_server, db.name)
+    before = table_fingerprints(pg_server, db.name)
+    env = base_env(DATABASE_URL=db.url, BACKUP_DIR=str(tmp_path), TARGET_DATABASE_URL=db.url)
+    assert run_bakup("backup", env=env).returncode == 0
+
+    pg_server.psql("postgres", f'DROP DATABASE "{db.name}" WITH (FORCE)')
+    pg_server.psql("postgres", f'CREATE DATABASE "{db.name}"')
+    restored = run_bakup("restore", "latest", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert table_fingerprints(pg_server, db.name) == before
+    pg_server.psql("postgres", f'DROP DATABASE "{db.name}" WITH (FORCE)')
