@@ -46,6 +46,7 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     itself stands.
     """
     label = target.name
+    events.emit(events.Event(events.BACKUP_STARTED, label))
     try:
         database = target.require_database()
     except BakupError as error:
@@ -57,7 +58,6 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     log.info("Database: %s on %s:%s", database.dbname, database.host, database.port)
     log.info("User: %s", database.user or "(default)")
     log.info("Backup directory: %s", storage.describe())
-    events.emit(events.Event(events.BACKUP_STARTED, label))
     try:
         backup = _take_backup(settings, target, database, storage)
     except BakupError as error:
@@ -283,7 +283,13 @@ def run_verify(
         _record_verification(storage, backup.with_verification(False, datetime.now(UTC), details))
         log.error("ERROR: Verification failed: %s", error.message)
         events.emit(
-            events.Event(events.VERIFY_FAILED, target.name, stage="verify", error=error.message)
+            events.Event(
+                events.VERIFY_FAILED,
+                target.name,
+                stage="verify",
+                error=error.message,
+                details={"name": backup.name, "duration_seconds": result.seconds},
+            )
         )
         raise
     result.seconds = time.monotonic() - started

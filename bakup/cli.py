@@ -7,13 +7,16 @@ print one line that says what failed and what to do, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from bakup import __version__
+from bakup import __version__, events
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
@@ -127,6 +130,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _backup(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=True)
+    if settings.pushgateway_url or settings.metrics_textfile:
+        with _one_shot_metrics(settings):
+            return _backup_all(settings, args)
+    return _backup_all(settings, args)
+
+
+@contextlib.contextmanager
+def _one_shot_metrics(settings: Settings) -> Iterator[None]:
+    """Record this run's metrics and publish them when it ends, whatever its outcome."""
+    from prometheus_client import CollectorRegistry
+
+    from metrics.definitions import create_metrics
+    from metrics.exposition import publish_once
+    from metrics.recorder import Recorder
+
+    registry = CollectorRegistry()
+    recorder = Recorder(create_metrics(registry))
+    recorder.initialize(settings)
+    unsubscribe = events.subscribe(recorder)
+    try:
+        yield
+    finally:
+        unsubscribe()
+        publish_once(registry, settings.pushgateway_url, settings.metrics_textfile)
+
+
+def _backup_all(settings: Settings, args: argparse.Namespace) -> int:
     status = EXIT_OK
     for target in _selected(settings, args.database):
         try:
@@ -247,6 +277,11 @@ def _service_settings() -> Settings:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = _service_settings()
+    if settings.metrics_port:
+        from metrics.exposition import prepare_multiprocess_dir
+
+        # Before prometheus-client is first imported: it reads the directory at import time.
+        prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="bakup-metrics-")))
     # Imported here: the engine never depends on Celery; only these two commands do.
     from worker.app import QUEUE, app
 

@@ -37,6 +37,7 @@ INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
     "RETRY_MAX_SECONDS": (1800, "the longest delay between retries"),
     "LOCK_TTL": (60, "seconds a dead worker's database lock outlives it"),
     "CATCH_UP_INTERVAL": (300, "seconds between checks for missed scheduled backups"),
+    "METRICS_PORT": (9808, "port of the worker's /metrics (0: no metrics server)"),
 }
 
 
@@ -61,6 +62,10 @@ class Settings:
     retry_max_seconds: int = 1800
     lock_ttl: int = 60
     catch_up_interval: int = 300
+    metrics_port: int = 9808
+    metrics_address: str = "0.0.0.0"
+    pushgateway_url: str | None = None
+    metrics_textfile: str | None = None
     beat_schedule_file: Path = Path("celerybeat-schedule")
 
     @classmethod
@@ -141,6 +146,11 @@ class Settings:
             except DatabaseUrlError as error:
                 problems.append(str(error))
 
+        if numbers["METRICS_PORT"] > 65535:
+            problems.append(f"METRICS_PORT is {numbers['METRICS_PORT']}, outside 0-65535")
+        pushgateway = env.get("PUSHGATEWAY_URL", "")
+        if pushgateway and not pushgateway.startswith(("http://", "https://")):
+            problems.append("PUSHGATEWAY_URL must start with http:// or https://")
         redis_url = _read_secret(env, "REDIS_URL", problems) or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
@@ -180,6 +190,10 @@ class Settings:
             retry_max_seconds=numbers["RETRY_MAX_SECONDS"],
             lock_ttl=max(numbers["LOCK_TTL"], 3),
             catch_up_interval=max(numbers["CATCH_UP_INTERVAL"], 1),
+            metrics_port=numbers["METRICS_PORT"],
+            metrics_address=env.get("METRICS_ADDRESS") or "0.0.0.0",
+            pushgateway_url=env.get("PUSHGATEWAY_URL") or None,
+            metrics_textfile=env.get("METRICS_TEXTFILE") or None,
             beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
         )
 

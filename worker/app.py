@@ -16,7 +16,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, worker_ready
 
 from bakup.logs import configure_logging
-from worker import runtime
+from worker import observability, runtime
 from worker.beat_schedule import CATCH_UP_TASK, build_beat_schedule
 
 QUEUE = "bakup"
@@ -53,6 +53,7 @@ def create_app() -> Celery:
 
 
 app = create_app()
+observability.install(runtime.settings())
 
 
 @after_setup_logger.connect

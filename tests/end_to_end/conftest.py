@@ -116,6 +116,7 @@ def worker_env(
         "RETRY_BASE_SECONDS": "1",
         "RETRY_MAX_SECONDS": "2",
         "VERIFY_LEVEL": "integrity",
+        "METRICS_PORT": "0",
     }
     return base_env(**{**settings, **extra})
 

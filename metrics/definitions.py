@@ -1,0 +1,191 @@
+"""The metrics: names, types and help texts. A contract: dashboards and alert rules use them.
+
+Every series is labelled by ``database`` (the configured name), plus a small fixed ``stage`` or
+``outcome`` where the name says so. Gauges say how they combine across the worker's processes
+(prometheus-client's multiprocess mode): timestamps take the maximum, "last" values the most
+recent write, in-progress flags the sum over live processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bakup import __version__
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+STAGES = ("config", "connect", "dump", "store", "manifest", "internal")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Every metric bakup exports, registered in one registry."""
+
+    backup_duration: Histogram
+    backup_last_duration: Gauge
+    backup_size: Gauge
+    backup_raw_size: Gauge
+    backup_last_success: Gauge
+    backup_last_failure: Gauge
+    backup_last_attempt: Gauge
+    backup_in_progress: Gauge
+    backups: Counter
+    backup_failures: Counter
+    oldest_backup: Gauge
+    verify_duration: Histogram
+    verify_last_success: Gauge
+    verify_last_failure: Gauge
+    verify_failures: Counter
+    prune_deleted: Counter
+    stored_backups: Gauge
+    stored_bytes: Gauge
+    schedule_period: Gauge
+    build_info: Gauge
+
+
+def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
+    """Create the metrics in ``registry`` (None: the default one, as multiprocess mode needs)."""
+    kwargs = {} if registry is None else {"registry": registry}
+    db = ("database",)
+    return Metrics(
+        backup_duration=Histogram(
+            "bakup_backup_duration_seconds",
+            "Duration of successful backups.",
+            db,
+            buckets=DURATION_BUCKETS,
+            **kwargs,
+        ),
+        backup_last_duration=Gauge(
+            "bakup_backup_last_duration_seconds",
+            "Duration of the last successful backup.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        backup_size=Gauge(
+            "bakup_backup_size_bytes",
+            "Stored (compressed) size of the last successful backup.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        backup_raw_size=Gauge(
+            "bakup_backup_raw_size_bytes",
+            "Uncompressed size of the last successful backup.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        backup_last_success=Gauge(
+            "bakup_backup_last_success_timestamp_seconds",
+            "When the last successful backup finished (0: never).",
+            db,
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+        backup_last_failure=Gauge(
+            "bakup_backup_last_failure_timestamp_seconds",
+            "When the last backup failed (0: never).",
+            db,
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+        backup_last_attempt=Gauge(
+            "bakup_backup_last_attempt_timestamp_seconds",
+            "When the last backup started, successful or not (0: never).",
+            db,
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+        backup_in_progress=Gauge(
+            "bakup_backup_in_progress",
+            "1 while a backup of the database runs.",
+            db,
+            multiprocess_mode="livesum",
+            **kwargs,
+        ),
+        backups=Counter(
+            "bakup_backups",
+            "Backups run, by outcome.",
+            (*db, "outcome"),
+            **kwargs,
+        ),
+        backup_failures=Counter(
+            "bakup_backup_failures",
+            "Failed backups, by the stage that failed.",
+            (*db, "stage"),
+            **kwargs,
+        ),
+        oldest_backup=Gauge(
+            "bakup_oldest_backup_timestamp_seconds",
+            "When the oldest kept backup was taken (0: none kept).",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        verify_duration=Histogram(
+            "bakup_verify_duration_seconds",
+            "Duration of verifications.",
+            db,
+            buckets=DURATION_BUCKETS,
+            **kwargs,
+        ),
+        verify_last_success=Gauge(
+            "bakup_verify_last_success_timestamp_seconds",
+            "When a backup last passed verification (0: never).",
+            db,
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+        verify_last_failure=Gauge(
+            "bakup_verify_last_failure_timestamp_seconds",
+            "When a backup last failed verification (0: never).",
+            db,
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+        verify_failures=Counter(
+            "bakup_verify_failures",
+            "Backups that failed verification.",
+            db,
+            **kwargs,
+        ),
+        prune_deleted=Counter(
+            "bakup_prune_deleted",
+            "Backups deleted by retention.",
+            db,
+            **kwargs,
+        ),
+        stored_backups=Gauge(
+            "bakup_stored_backups",
+            "Complete backups kept after retention.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        stored_bytes=Gauge(
+            "bakup_stored_bytes",
+            "Bytes of the complete backups kept after retention.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        schedule_period=Gauge(
+            "bakup_schedule_period_seconds",
+            "Time between two scheduled backups (0: not scheduled); alert rules use it.",
+            db,
+            multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        build_info=Gauge(
+            "bakup_build_info",
+            "bakup's version; always 1.",
+            ("version",),
+            multiprocess_mode="max",
+            **kwargs,
+        ),
+    )
+
+
+__all__ = ["STAGES", "Metrics", "__version__", "create_metrics"]
