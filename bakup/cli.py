@@ -28,6 +28,16 @@ from bakup.storage import open_storage
 from bakup.targets import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NOTIFY_VARIABLES = (
+    "SMTP_URL",
+    "SMTP_URL_FILE",
+    "SLACK_WEBHOOK_URL",
+    "SLACK_WEBHOOK_URL_FILE",
+    "WEBHOOK_URL",
+    "WEBHOOK_URL_FILE",
+    "HEALTHCHECK_URL",
+    "HEALTHCHECK_URL_FILE",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +167,7 @@ def _one_shot_metrics(settings: Settings) -> Iterator[None]:
 
 
 def _backup_all(settings: Settings, args: argparse.Namespace) -> int:
+    _notify_from_cli(settings)
     status = EXIT_OK
     for target in _selected(settings, args.database):
         try:
@@ -202,6 +213,7 @@ def _list(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=False)
     target = settings.target(args.database)
+    _notify_from_cli(settings)
     run_verify(settings, target, args.name, level="restore" if args.restore else "integrity")
     return EXIT_OK
 
@@ -272,7 +284,18 @@ def _service_settings() -> Settings:
     settings.require_redis()
     for target in settings.targets:
         target.require_database()
+    from notifications.config import NotifySettings
+
+    NotifySettings.from_env()  # fail at start, with every problem, not at the first alert
     return settings
+
+
+def _notify_from_cli(settings: Settings) -> None:
+    """Alerts for this one-shot run, if channels are configured (imported only then)."""
+    if any(os.environ.get(name) for name in NOTIFY_VARIABLES):
+        from notifications.wire import subscribe_for_cli
+
+        subscribe_for_cli(settings)
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ PRUNE_FINISHED = "prune.finished"
 PRUNE_FAILED = "prune.failed"
 VERIFY_SUCCEEDED = "verify.succeeded"
 VERIFY_FAILED = "verify.failed"
+NOTIFICATION_SENT = "notification.sent"
+NOTIFICATION_FAILED = "notification.failed"
 RESTORE_SUCCEEDED = "restore.succeeded"
 RESTORE_FAILED = "restore.failed"
 

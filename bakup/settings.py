@@ -81,7 +81,7 @@ class Settings:
         problems: list[str] = []
 
         database = None
-        url = _read_secret(env, "DATABASE_URL", problems)
+        url = read_secret(env, "DATABASE_URL", problems)
         if url:
             try:
                 database = parse_database_url(url)
@@ -139,7 +139,7 @@ class Settings:
                 f"VERIFY_LEVEL is {verify_level!r}: use one of {', '.join(VERIFY_LEVELS)}"
             )
         verify_database = None
-        verify_url = _read_secret(env, "VERIFY_DATABASE_URL", problems)
+        verify_url = read_secret(env, "VERIFY_DATABASE_URL", problems)
         if verify_url:
             try:
                 verify_database = parse_database_url(verify_url, name="VERIFY_DATABASE_URL")
@@ -151,7 +151,7 @@ class Settings:
         pushgateway = env.get("PUSHGATEWAY_URL", "")
         if pushgateway and not pushgateway.startswith(("http://", "https://")):
             problems.append("PUSHGATEWAY_URL must start with http:// or https://")
-        redis_url = _read_secret(env, "REDIS_URL", problems) or None
+        redis_url = read_secret(env, "REDIS_URL", problems) or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
 
@@ -230,7 +230,7 @@ class Settings:
         return self.database
 
 
-def _read_secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:
+def read_secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:
     """Return ``name`` from the environment, or the contents of the file ``<name>_FILE`` names."""
     value = env.get(name, "")
     file_name = env.get(f"{name}_FILE", "")

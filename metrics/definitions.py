@@ -41,6 +41,7 @@ class Metrics:
     stored_backups: Gauge
     stored_bytes: Gauge
     schedule_period: Gauge
+    notifications: Counter
     build_info: Gauge
 
 
@@ -176,6 +177,12 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Time between two scheduled backups (0: not scheduled); alert rules use it.",
             db,
             multiprocess_mode="mostrecent",
+            **kwargs,
+        ),
+        notifications=Counter(
+            "bakup_notifications",
+            "Notification deliveries, by channel and outcome.",
+            ("channel", "outcome"),
             **kwargs,
         ),
         build_info=Gauge(

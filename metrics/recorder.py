@@ -30,10 +30,14 @@ class Recorder:
 
     # -- start-up ---------------------------------------------------------------------
 
-    def initialize(self, settings: Settings) -> None:
-        """Create every series for every configured database (counters at 0, so rate() and
-        absent() behave) and restore the gauges from what is stored. Never raises."""
+    def initialize(self, settings: Settings, channels: tuple[str, ...] = ()) -> None:
+        """Create every series for every configured database and notification channel
+        (counters at 0, so rate() and absent() behave) and restore the gauges from what is
+        stored. Never raises."""
         self.metrics.build_info.labels(__version__).set(1)
+        for channel in channels:
+            for outcome in ("success", "failure"):
+                self.metrics.notifications.labels(channel, outcome).inc(0)
         now = datetime.now(UTC)
         for target in settings.targets:
             self._zero_series(target.name)
@@ -129,6 +133,12 @@ class Recorder:
         m.verify_last_failure.labels(event.database).set(event.at.timestamp())
         if "duration_seconds" in event.details:
             m.verify_duration.labels(event.database).observe(event.details["duration_seconds"])
+
+    def _on_notification_sent(self, event: events.Event) -> None:
+        self.metrics.notifications.labels(event.details["channel"], "success").inc()
+
+    def _on_notification_failed(self, event: events.Event) -> None:
+        self.metrics.notifications.labels(event.details["channel"], "failure").inc()
 
     def _on_prune_finished(self, event: events.Event) -> None:
         m, database, details = self.metrics, event.database, event.details

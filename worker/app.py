@@ -16,8 +16,9 @@ from celery import Celery
 from celery.signals import after_setup_logger, worker_ready
 
 from bakup.logs import configure_logging
+from notifications.wire import subscribe_with, to_message
 from worker import observability, runtime
-from worker.beat_schedule import CATCH_UP_TASK, build_beat_schedule
+from worker.beat_schedule import CATCH_UP_TASK, NOTIFY_TASK, build_beat_schedule
 
 QUEUE = "bakup"
 
@@ -53,7 +54,14 @@ def create_app() -> Celery:
 
 
 app = create_app()
-observability.install(runtime.settings())
+observability.install(runtime.settings(), runtime.notify_settings())
+subscribe_with(
+    runtime.settings(),
+    runtime.notify_settings(),
+    lambda channel, payload: app.send_task(
+        NOTIFY_TASK, args=[channel, to_message(payload)], queue=QUEUE
+    ),
+)
 
 
 @after_setup_logger.connect

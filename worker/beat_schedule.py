@@ -14,6 +14,7 @@ from bakup.settings import Settings
 
 BACKUP_TASK = "bakup.backup"
 CATCH_UP_TASK = "bakup.catch_up"
+NOTIFY_TASK = "bakup.notify"
 
 
 def celery_schedule(schedule: Schedule) -> crontab | interval_schedule:

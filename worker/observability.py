@@ -14,11 +14,12 @@ from celery.signals import worker_init, worker_process_shutdown
 
 from bakup import events
 from bakup.settings import Settings
+from notifications.config import NotifySettings
 
 log = logging.getLogger("bakup")
 
 
-def install(settings: Settings) -> None:
+def install(settings: Settings, notify: NotifySettings) -> None:
     """Subscribe the metrics recorder and hook the worker's signals, if metrics are on."""
     from metrics.exposition import MULTIPROC_ENV
 
@@ -33,7 +34,8 @@ def install(settings: Settings) -> None:
 
     @worker_init.connect(weak=False)
     def _serve(**_: Any) -> None:
-        recorder.initialize(settings)
+        channels = tuple(channel.name for channel in notify.channels)
+        recorder.initialize(settings, channels + (("healthcheck",) if notify.healthcheck else ()))
         try:
             serve_multiprocess(settings.metrics_address, settings.metrics_port)
         except OSError as error:  # backups go on without /metrics; the target-down alert fires

@@ -11,6 +11,7 @@ import os
 import redis
 
 from bakup.settings import Settings
+from notifications.config import NotifySettings
 
 
 @functools.cache
@@ -21,6 +22,16 @@ def _settings_for(pid: int) -> Settings:
 def settings() -> Settings:
     """Return this process's settings. Raises ConfigError if the environment is invalid."""
     return _settings_for(os.getpid())
+
+
+@functools.cache
+def _notify_for(pid: int) -> NotifySettings:
+    return NotifySettings.from_env()
+
+
+def notify_settings() -> NotifySettings:
+    """Return this process's notification settings. Raises ConfigError if invalid."""
+    return _notify_for(os.getpid())
 
 
 @functools.cache

@@ -17,13 +17,18 @@ from bakup.actions import run_backup, run_prune, run_verify
 from bakup.catalog import list_backups
 from bakup.errors import BakupError
 from bakup.storage import open_storage
+from notifications.channels.base import DeliveryError, Notification
+from notifications.delivery import record, send_once
+from notifications.wire import from_message
 from worker import runtime
 from worker.app import app
-from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK
+from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK, NOTIFY_TASK
 from worker.locks import database_lock, is_locked, set_slot_state, slot_state
 from worker.policy import retry_delay, slot_ttl
 
 log = logging.getLogger("bakup")
+
+NOTIFY_RETRIES = 5
 
 
 @app.task(name=BACKUP_TASK, bind=True, throws=(BakupError,))
@@ -128,6 +133,31 @@ def prune(target_name: str) -> dict[str, Any]:
     settings = runtime.settings()
     plan = run_prune(settings, settings.target(target_name))
     return {"status": "pruned", "deleted": [backup.name for backup, _ in plan.delete]}
+
+
+@app.task(name=NOTIFY_TASK, bind=True)
+def notify(self: Task, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Deliver one notification or ping over ``channel``: retried with backoff (honouring a
+    429's Retry-After) while the failure is transient, counted either way. Never raises, so a
+    channel's outage stays in its own task and never touches a backup."""
+    payload = from_message(dict(message))
+    database = payload.database if isinstance(payload, Notification) else ""
+    try:
+        send_once(runtime.notify_settings(), channel, payload)
+    except DeliveryError as error:
+        if not error.permanent and self.request.retries < NOTIFY_RETRIES:
+            delay = (
+                error.retry_after if error.retry_after is not None else 10 * 2**self.request.retries
+            )
+            log.warning(
+                "WARNING: %s notification failed, retrying in %.0f s: %s", channel, delay, error
+            )
+            raise self.retry(countdown=min(delay, 600), max_retries=NOTIFY_RETRIES) from None
+        log.error("ERROR: %s notification not delivered: %s", channel, error)
+        record(channel, database, "failure", str(error))
+        return {"status": "failed", "error": str(error)}
+    record(channel, database, "success")
+    return {"status": "delivered"}
 
 
 @app.task(name=CATCH_UP_TASK)

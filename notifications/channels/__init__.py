@@ -1,0 +1,1 @@
+"""One module per channel, each with a ``send`` taking a rendered Notification."""
