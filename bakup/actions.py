@@ -18,6 +18,7 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
+from bakup.journal import record_run
 from bakup.logs import RULE, megabytes
 from bakup.restore import restore_backup
 from bakup.retention import PrunePlan, plan_prune
@@ -61,15 +62,26 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     try:
         backup = _take_backup(settings, target, database, storage)
     except BakupError as error:
-        _backup_failed(label, error.stage, error.message)
+        _backup_failed(label, error.stage, error.message, storage)
         raise
     except Exception as error:
         # A bug, not an expected failure: still alert and count it, then let the traceback out.
         message = f"unexpected {type(error).__name__}: {error}"
         if database.password:
             message = message.replace(database.password, "***")
-        _backup_failed(label, "internal", message)
+        _backup_failed(label, "internal", message, storage)
         raise
+    record_run(
+        storage,
+        {
+            "kind": "backup",
+            "outcome": "success",
+            "name": backup.name,
+            "size_bytes": backup.size_bytes,
+            "raw_size_bytes": backup.raw_size_bytes,
+            "duration_seconds": backup.duration_seconds,
+        },
+    )
     events.emit(
         events.Event(
             events.BACKUP_SUCCEEDED,
@@ -95,9 +107,13 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     return BackupOutcome(backup, prune_error)
 
 
-def _backup_failed(label: str, stage: str, message: str) -> None:
+def _backup_failed(label: str, stage: str, message: str, storage: Storage | None = None) -> None:
     log.error("ERROR: Failed to create backup: %s", message)
     log.info(RULE)
+    if storage is not None:
+        record_run(
+            storage, {"kind": "backup", "outcome": "failure", "stage": stage, "error": message}
+        )
     events.emit(events.Event(events.BACKUP_FAILED, label, stage=stage, error=message))
 
 

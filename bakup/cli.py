@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check", help="check configuration, pg_dump, database and directory")
 
+    summary = commands.add_parser("summary", help="the weekly summary: print, preview or send it")
+    summary.add_argument(
+        "--preview", metavar="FILE", help="write the HTML, charts included, and send nothing"
+    )
+    summary.add_argument(
+        "--send", action="store_true", help="send it now over the configured channels"
+    )
+
     worker = commands.add_parser("worker", help="run the Celery worker that takes the backups")
     worker.add_argument(
         "--beat", action="store_true", help="also run the scheduler in this process"
@@ -121,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore": _restore,
         "prune": _prune,
         "check": _check,
+        "summary": _summary,
         "worker": _worker,
         "beat": _beat,
     }
@@ -276,6 +285,30 @@ def _check(args: argparse.Namespace) -> int:
     if any(result.name == "config" and not result.ok for result in results):
         return EXIT_USAGE
     return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
+def _summary(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(require_database=False)
+    from notifications.config import NotifySettings
+    from notifications.delivery import deliver_now
+    from notifications.render import Renderer
+    from notifications.summary import render_summary
+
+    notify = NotifySettings.from_env()
+    renderer = Renderer(notify.template_dir)
+    if args.preview:
+        page = render_summary(settings, renderer, inline_images=True)
+        Path(args.preview).write_text(page.html, encoding="utf-8")
+        print(f"summary written to {args.preview}")
+        return EXIT_OK
+    message = render_summary(settings, renderer)
+    if not args.send:
+        print(message.text, end="")
+        return EXIT_OK
+    if not notify.channels:
+        raise ConfigError(["no channel to send to: set SMTP_URL, SLACK_WEBHOOK_URL or WEBHOOK_URL"])
+    delivered = [deliver_now(notify, channel.name, message) for channel in notify.channels]
+    return EXIT_OK if all(delivered) else EXIT_FAILED
 
 
 def _service_settings() -> Settings:

@@ -45,7 +45,7 @@ def create_app() -> Celery:
         accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        beat_schedule=build_beat_schedule(settings),
+        beat_schedule=build_beat_schedule(settings, runtime.notify_settings().summary_schedule),
         beat_schedule_filename=str(settings.beat_schedule_file),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -15,6 +15,7 @@ from bakup.settings import Settings
 BACKUP_TASK = "bakup.backup"
 CATCH_UP_TASK = "bakup.catch_up"
 NOTIFY_TASK = "bakup.notify"
+SUMMARY_TASK = "bakup.summary"
 
 
 def celery_schedule(schedule: Schedule) -> crontab | interval_schedule:
@@ -32,8 +33,10 @@ def celery_schedule(schedule: Schedule) -> crontab | interval_schedule:
     )
 
 
-def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Return Celery's ``beat_schedule`` for these settings."""
+def build_beat_schedule(
+    settings: Settings, summary: Schedule | None = None
+) -> dict[str, dict[str, Any]]:
+    """Return Celery's ``beat_schedule`` for these settings (and the summary's schedule)."""
     entries: dict[str, dict[str, Any]] = {}
     now = datetime.now(UTC)
     for target in settings.targets:
@@ -48,6 +51,8 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "args": (target.name,),
             "options": {"expires": expires},
         }
+    if summary is not None and summary.enabled:
+        entries["weekly summary"] = {"task": SUMMARY_TASK, "schedule": celery_schedule(summary)}
     entries["catch up missed backups"] = {
         "task": CATCH_UP_TASK,
         "schedule": timedelta(seconds=settings.catch_up_interval),

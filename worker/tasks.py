@@ -19,10 +19,12 @@ from bakup.errors import BakupError
 from bakup.storage import open_storage
 from notifications.channels.base import DeliveryError, Notification
 from notifications.delivery import record, send_once
-from notifications.wire import from_message
+from notifications.render import Renderer
+from notifications.summary import render_summary
+from notifications.wire import from_message, to_message
 from worker import runtime
 from worker.app import app
-from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK, NOTIFY_TASK
+from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK, NOTIFY_TASK, SUMMARY_TASK
 from worker.locks import database_lock, is_locked, set_slot_state, slot_state
 from worker.policy import retry_delay, slot_ttl
 
@@ -158,6 +160,31 @@ def notify(self: Task, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         return {"status": "failed", "error": str(error)}
     record(channel, database, "success")
     return {"status": "delivered"}
+
+
+@app.task(name=SUMMARY_TASK, bind=True, throws=(BakupError,))
+def summary(self: Task) -> dict[str, Any]:
+    """Build and send the weekly summary, once per ISO week: the week is claimed in Redis only
+    after the summary was built, so a retry of a failed build still sends it, while a second
+    beat's or a redelivered message finds the week taken and sends nothing."""
+    notify = runtime.notify_settings()
+    if not notify.channels:
+        return {"status": "skipped", "reason": "no channel configured"}
+    now = datetime.now(UTC)
+    message = render_summary(runtime.settings(), Renderer(notify.template_dir), now)
+    year, week, _ = now.isocalendar()
+    claimed = runtime.redis_client().set(
+        f"bakup:summary:{year}-W{week:02d}", "sent", nx=True, ex=8 * 86400
+    )
+    if not claimed:
+        log.info("Skipped the weekly summary: it was already sent for %d-W%02d", year, week)
+        return {"status": "skipped", "reason": "already sent this week"}
+    for channel in notify.channels:
+        app.send_task(NOTIFY_TASK, args=[channel.name, to_message(message)], queue="bakup")
+    log.info(
+        "Weekly summary for %d-W%02d queued for %d channel(s)", year, week, len(notify.channels)
+    )
+    return {"status": "sent", "week": f"{year}-W{week:02d}"}
 
 
 @app.task(name=CATCH_UP_TASK)

@@ -54,6 +54,10 @@ class Storage(abc.ABC):
         """Atomically write (or replace) a small object such as a manifest. Raises StorageError."""
 
     @abc.abstractmethod
+    def append_small(self, name: str, data: bytes) -> None:
+        """Append ``data`` to a small object such as the run journal. Raises StorageError."""
+
+    @abc.abstractmethod
     def get_small(self, name: str) -> bytes:
         """Return a small object's bytes. Raises StorageError (FileNotFoundError if missing)."""
 

@@ -131,6 +131,18 @@ class LocalStorage(Storage):
                 partial.unlink()
             raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
 
+    def append_small(self, name: str, data: bytes) -> None:
+        path = self.directory / name
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(descriptor, "ab") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory), stage="store") from None
+
     def get_small(self, name: str) -> bytes:
         try:
             return (self.directory / name).read_bytes()

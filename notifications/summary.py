@@ -1,0 +1,157 @@
+"""The weekly summary: per database, what happened in the last seven days and how size moved
+over the last weeks, read from the run journals and manifests beside the backups."""
+
+from __future__ import annotations
+
+import base64
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bakup.catalog import list_backups
+from bakup.errors import BakupError
+from bakup.journal import read_runs
+from bakup.logs import megabytes
+from bakup.settings import Settings
+from bakup.storage import open_storage
+from bakup.targets import Target
+from notifications.channels.base import Notification
+from notifications.chart import bar_chart_png, sparkline
+from notifications.render import Renderer
+
+WEEKS = 8
+
+
+@dataclass
+class DatabaseWeek:
+    """One database's figures for the summary."""
+
+    name: str
+    taken: int
+    failed: int
+    success_rate: str
+    newest_verified: str
+    newest_verified_age: str
+    size_this_week: str
+    size_last_week: str
+    size_change: str
+    sparkline: str
+    median_duration: str
+    longest_duration: str
+    stored: str
+    kept: int
+    chart: bytes
+    error: str = ""
+
+
+def summarize(settings: Settings, now: datetime | None = None) -> list[DatabaseWeek]:
+    """Figures for every configured database. A database whose storage cannot be read gets
+    an entry saying so rather than being left out."""
+    now = now or datetime.now(UTC)
+    return [_database_week(target, now) for target in settings.targets]
+
+
+def _database_week(target: Target, now: datetime) -> DatabaseWeek:
+    storage = open_storage(target.backup_dir)
+    try:
+        runs = [
+            run
+            for run in read_runs(storage, now - timedelta(weeks=WEEKS))
+            if run.get("kind") == "backup"
+        ]
+        backups = list_backups(storage)
+    except BakupError as error:
+        runs, backups, problem = [], [], error.message
+    else:
+        problem = ""
+    week_start = now - timedelta(days=7)
+    this_week = [run for run in runs if run["at"] >= week_start]
+    taken = [run for run in this_week if run["outcome"] == "success"]
+    failed = [run for run in this_week if run["outcome"] == "failure"]
+    weekly_sizes: list[float | None] = []
+    for weeks_ago in range(WEEKS - 1, -1, -1):
+        start, end = now - timedelta(weeks=weeks_ago + 1), now - timedelta(weeks=weeks_ago)
+        sizes = [
+            run["size_bytes"]
+            for run in runs
+            if run["outcome"] == "success" and start <= run["at"] < end
+        ]
+        weekly_sizes.append(sizes[-1] if sizes else None)
+    this_size, last_size = weekly_sizes[-1], weekly_sizes[-2]
+    durations = sorted(run["duration_seconds"] for run in taken)
+    verified = [backup for backup in backups if backup.verified]
+    newest = verified[-1] if verified else None
+    labels = [f"-{weeks}w" if weeks else "now" for weeks in range(WEEKS - 1, -1, -1)]
+    return DatabaseWeek(
+        name=target.name,
+        taken=len(taken),
+        failed=len(failed),
+        success_rate=f"{100 * len(taken) / len(this_week):.0f} %" if this_week else "no runs",
+        newest_verified=newest.name if newest else "none",
+        newest_verified_age=_age(now - newest.created_at) if newest else "",
+        size_this_week=megabytes(int(this_size)) if this_size is not None else "none",
+        size_last_week=megabytes(int(last_size)) if last_size is not None else "none",
+        size_change=_change(this_size, last_size),
+        sparkline=sparkline(weekly_sizes),
+        median_duration=f"{statistics.median(durations):.1f} s" if durations else "none",
+        longest_duration=f"{durations[-1]:.1f} s" if durations else "none",
+        stored=megabytes(sum(backup.size_bytes for backup in backups)),
+        kept=len(backups),
+        chart=bar_chart_png(weekly_sizes, labels),
+        error=problem,
+    )
+
+
+def render_summary(
+    settings: Settings,
+    renderer: Renderer,
+    now: datetime | None = None,
+    *,
+    inline_images: bool = False,
+) -> Notification:
+    """The summary as a notification: charts as inline email images, or, for a preview file,
+    as data URIs in the HTML."""
+    now = now or datetime.now(UTC)
+    weeks = summarize(settings, now)
+    images = {f"size-{index}@bakup": week.chart for index, week in enumerate(weeks)}
+    sources = [
+        f"data:image/png;base64,{base64.b64encode(week.chart).decode()}"
+        if inline_images
+        else f"cid:size-{index}@bakup"
+        for index, week in enumerate(weeks)
+    ]
+    databases: list[dict[str, Any]] = [
+        {**{k: v for k, v in vars(week).items() if k != "chart"}, "chart_src": source}
+        for week, source in zip(weeks, sources, strict=True)
+    ]
+    week_of = (now - timedelta(days=7)).strftime("%Y-%m-%d")
+    context = {
+        "databases": databases,
+        "week_of": week_of,
+        "generated_at": now.strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    slack_text = "\n".join(
+        f"*{d['name']}*: {d['taken']} taken, {d['failed']} failed ({d['success_rate']}); "
+        f"size {d['size_this_week']} ({d['size_change']}) `{d['sparkline']}`; "
+        f"newest verified {d['newest_verified']}"
+        for d in databases
+    )
+    return renderer.render(
+        "summary",
+        "",
+        context,
+        images={} if inline_images else images,
+        fields={"slack_text": slack_text, "week_of": week_of},
+    )
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+
+
+def _change(this: float | None, last: float | None) -> str:
+    if this is None or last is None or last == 0:
+        return "no comparison"
+    return f"{(this - last) / last * 100:+.1f} %"
