@@ -148,9 +148,9 @@ def notify(self: Task, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         send_once(runtime.notify_settings(), channel, payload)
     except DeliveryError as error:
         if not error.permanent and self.request.retries < NOTIFY_RETRIES:
-            delay = (
-                error.retry_after if error.retry_after is not None else 10 * 2**self.request.retries
-            )
+            delay = error.retry_after
+            if delay is None:
+                delay = retry_delay(runtime.settings(), self.request.retries)
             log.warning(
                 "WARNING: %s notification failed, retrying in %.0f s: %s", channel, delay, error
             )

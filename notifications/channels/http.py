@@ -5,6 +5,7 @@ sorted into delivered, retry later (timeouts, 429 with its Retry-After, 5xx) or 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,9 @@ import httpx
 from notifications.channels.base import DeliveryError
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+# httpx logs every request's full URL at INFO, and a webhook's path is its secret token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def describe(url: str) -> str:

@@ -1,0 +1,84 @@
+"""Alerts and the weekly summary from the running worker: delivered by their own retrying
+tasks, counted in the metrics, one alert per incident, one summary per week."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from tests.conftest import Database
+from tests.end_to_end.conftest import Services, send_backup, wait_for, worker_env
+from tests.end_to_end.test_metrics import scrape
+from tests.support.postgres_server import free_port
+from tests.support.receivers import HttpReceiver, SmtpReceiver, start_http, start_smtp
+
+pytestmark = pytest.mark.end_to_end
+
+
+@pytest.fixture
+def slack() -> Iterator[HttpReceiver]:
+    receiver = start_http()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    receiver = start_smtp()
+    yield receiver
+    receiver.stop()
+
+
+def test_a_failure_alerts_once_through_a_retrying_task_and_is_counted(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, slack: HttpReceiver
+) -> None:
+    port = free_port()
+    wrong = small_db.server.url(small_db.name, password="wrong-SECRET")
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        DATABASE_URL=wrong,
+        BACKUP_RETRIES="0",
+        METRICS_PORT=str(port),
+        SLACK_WEBHOOK_URL=f"{slack.url}/services/T1/B1/token-SECRET",
+    )
+    slack.answer((500, {}, b"rollup_error"), (200, {}, b"ok"))
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: len(slack.requests) == 2, 60, "the alert, retried after the 500")
+    series = 'bakup_notifications_total{channel="slack",outcome="success"}'
+    wait_for(lambda: scrape(port).get(series) == 1, 30, "the delivery to be counted")
+
+    send_backup(redis_url, small_db.name, scheduled=False)  # same incident: no new alert
+    wait_for(lambda: worker.count("ERROR: Failed to create backup") == 2, 30, "the second failure")
+    wait_for(lambda: "already reported" in worker.output(), 30, "the incident check")
+    assert len(slack.requests) == 2
+    for text in [worker.output()] + [request.body.decode() for request in slack.requests]:
+        assert "SECRET" not in text
+
+
+def test_the_weekly_summary_is_sent_once_even_when_triggered_twice(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, smtp: SmtpReceiver
+) -> None:
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        SMTP_URL=smtp.url,
+        ALERT_EMAIL_FROM="bakup@example.com",
+        ALERT_EMAIL_TO="ops@example.com",
+    )
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+    client = Celery(broker=redis_url)
+    for _ in range(2):  # a retry, or a second beat started by mistake
+        client.send_task("bakup.summary", queue="bakup")
+    wait_for(lambda: len(smtp.messages) == 1, 60, "the summary")
+    wait_for(lambda: "already sent" in worker.output(), 30, "the duplicate to be skipped")
+    assert smtp.messages[0]["Subject"].startswith("bakup weekly summary")
+    assert len(smtp.messages) == 1
