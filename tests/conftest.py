@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import postgres_server
 from tests.support.postgres_server import PostgresServer
+from tests.support.receivers import HttpReceiver, SmtpReceiver, start_http, start_smtp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,3 +105,19 @@ def run_bakup(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    """A local SMTP server collecting what bakup sends."""
+    receiver = start_smtp()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A local HTTP server standing in for Slack, webhooks and healthchecks."""
+    receiver = start_http()
+    yield receiver
+    receiver.stop()

@@ -5,7 +5,6 @@ tested here."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from tests.conftest import REPO, Database, base_env
 from tests.end_to_end.conftest import Services, complete_backups, wait_for
 from tests.support.postgres_server import find_server_bin, free_port
-from tests.support.receivers import SmtpReceiver, start_smtp
+from tests.support.receivers import SmtpReceiver
 
 pytestmark = pytest.mark.end_to_end
 
@@ -37,13 +36,6 @@ def compose_environment(service: str) -> dict[str, str]:
                 key, value = line.split("=", 1)
                 values[key.strip()] = value
     return values
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = start_smtp()
-    yield receiver
-    receiver.stop()
 
 
 def test_the_compose_worker_and_beat_back_up_verify_and_email_as_configured(

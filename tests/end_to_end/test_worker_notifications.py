@@ -3,7 +3,6 @@ tasks, counted in the metrics, one alert per incident, one summary per week."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,27 +12,13 @@ from tests.conftest import Database
 from tests.end_to_end.conftest import Services, send_backup, wait_for, worker_env
 from tests.end_to_end.test_metrics import scrape
 from tests.support.postgres_server import free_port
-from tests.support.receivers import HttpReceiver, SmtpReceiver, start_http, start_smtp
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 
 pytestmark = pytest.mark.end_to_end
 
 
-@pytest.fixture
-def slack() -> Iterator[HttpReceiver]:
-    receiver = start_http()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = start_smtp()
-    yield receiver
-    receiver.stop()
-
-
 def test_a_failure_alerts_once_through_a_retrying_task_and_is_counted(
-    small_db: Database, tmp_path: Path, redis_url: str, services: Services, slack: HttpReceiver
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
 ) -> None:
     port = free_port()
     wrong = small_db.server.url(small_db.name, password="wrong-SECRET")
@@ -44,21 +29,21 @@ def test_a_failure_alerts_once_through_a_retrying_task_and_is_counted(
         DATABASE_URL=wrong,
         BACKUP_RETRIES="0",
         METRICS_PORT=str(port),
-        SLACK_WEBHOOK_URL=f"{slack.url}/services/T1/B1/token-SECRET",
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token-SECRET",
     )
-    slack.answer((500, {}, b"rollup_error"), (200, {}, b"ok"))
+    http.answer((500, {}, b"rollup_error"), (200, {}, b"ok"))
     worker = services.start("worker", "--concurrency", "2", env=env)
     wait_for(lambda: "ready" in worker.output(), 30, "the worker")
     send_backup(redis_url, small_db.name, scheduled=False)
-    wait_for(lambda: len(slack.requests) == 2, 60, "the alert, retried after the 500")
+    wait_for(lambda: len(http.requests) == 2, 60, "the alert, retried after the 500")
     series = 'bakup_notifications_total{channel="slack",outcome="success"}'
     wait_for(lambda: scrape(port).get(series) == 1, 30, "the delivery to be counted")
 
     send_backup(redis_url, small_db.name, scheduled=False)  # same incident: no new alert
     wait_for(lambda: worker.count("ERROR: Failed to create backup") == 2, 30, "the second failure")
     wait_for(lambda: "already reported" in worker.output(), 30, "the incident check")
-    assert len(slack.requests) == 2
-    for text in [worker.output()] + [request.body.decode() for request in slack.requests]:
+    assert len(http.requests) == 2
+    for text in [worker.output()] + [request.body.decode() for request in http.requests]:
         assert "SECRET" not in text
 
 

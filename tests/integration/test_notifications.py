@@ -6,32 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Database, base_env, run_bakup
-from tests.support.receivers import HttpReceiver, SmtpReceiver, start_http, start_smtp
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 
 pytestmark = pytest.mark.integration
 
 SLACK_TOKEN = "T0000/B0000/slack-token-SECRET"
 WEBHOOK_SECRET = "webhook-signing-SECRET"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = start_smtp()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = start_http()
-    yield receiver
-    receiver.stop()
 
 
 def notify_env(

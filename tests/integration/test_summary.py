@@ -6,14 +6,13 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.conftest import Database, base_env, run_bakup
-from tests.support.receivers import SmtpReceiver, start_smtp
+from tests.support.receivers import SmtpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +77,6 @@ def test_the_preview_embeds_the_chart_and_chromium_shows_it(
     colours = dict((colour, count) for count, colour in image.getcolors(maxcolors=1 << 20))
     bars = sum(colours.get(colour, 0) for colour in BAR_COLOURS)
     assert bars > 200, "the chart's bars are not on the rendered page"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = start_smtp()
-    yield receiver
-    receiver.stop()
 
 
 def test_the_summary_is_sent_by_email_with_the_chart_inline(
