@@ -275,3 +275,55 @@ def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
     assert again.returncode == 0, again.stderr
     assert not list(backup_dir.glob(".*.partial"))
     assert len(listed(backup_dir)) == 2
+
+
+def test_pg_dump_dies_with_a_killed_bakup_instead_of_running_on_orphaned(
+    small_db: Database, tmp_path: Path
+) -> None:
+    # Hold a lock pg_dump must wait for, so it is still running when bakup is killed.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import psycopg, sys, time\n"
+                f"c = psycopg.connect({small_db.url!r})\n"
+                "c.execute('LOCK TABLE t IN ACCESS EXCLUSIVE MODE')\n"
+                "print('locked', flush=True)\n"
+                "time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(tmp_path / "b"))
+        backup = subprocess.Popen(
+            [sys.executable, "-m", "bakup.cli", "backup"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def pg_dumps() -> list[str]:
+            found = subprocess.run(
+                ["pgrep", "-f", f"pg_dump.*{small_db.name}"], capture_output=True, text=True
+            ).stdout.split()
+            return found
+
+        deadline = time.monotonic() + 30
+        while not pg_dumps():
+            assert time.monotonic() < deadline, "pg_dump never started"
+            time.sleep(0.1)
+        backup.kill()
+        backup.wait()
+        deadline = time.monotonic() + 5
+        while pg_dumps():
+            assert time.monotonic() < deadline, "pg_dump outlived bakup"
+            time.sleep(0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list((tmp_path / "b").glob("postgres_backup_*")) == []
