@@ -53,7 +53,7 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     except BakupError as error:
         _backup_failed(label, error.stage, error.message)
         raise
-    storage = open_storage(target.backup_dir)
+    storage = open_storage(target.location)
     log.info(RULE)
     log.info("Starting PostgreSQL database backup")
     log.info("Database: %s on %s:%s", database.dbname, database.host, database.port)
@@ -194,7 +194,7 @@ def run_prune(
     BakupError (stage ``prune``) when storage cannot be listed or a deletion fails; backups
     deleted before the failure stay deleted, the rest stay.
     """
-    storage = open_storage(target.backup_dir)
+    storage = open_storage(target.location)
     label = target.name
     policy = target.retention
     try:
@@ -250,7 +250,7 @@ def run_restore(
     Returns the restored backup. Raises BakupError when the backup is missing or corrupted,
     the destination refuses it, or pg_restore fails.
     """
-    storage = open_storage(target.backup_dir)
+    storage = open_storage(target.location)
     backup = find_backup(storage, name)
     log.info("Restoring %s into %s", backup.name, destination.display())
     try:
@@ -283,7 +283,7 @@ def run_verify(
     backup with its verification recorded. Raises BakupError (stage ``verify``) when a check
     fails; the failure is recorded in the manifest too.
     """
-    storage = open_storage(target.backup_dir)
+    storage = open_storage(target.location)
     backup = find_backup(storage, name)
     log.info("Verifying %s (%s)", backup.name, level)
     started = time.monotonic()

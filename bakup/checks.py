@@ -68,7 +68,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
         results.append(CheckResult("pg_dump", False, error.message))
 
     for target in settings.targets:
-        storage = open_storage(target.backup_dir)
+        storage = open_storage(target.location)
         try:
             storage.prepare()
             results.append(

@@ -202,7 +202,7 @@ def _list(args: argparse.Namespace) -> int:
     listed = [
         (target, backup)
         for target in _selected(settings, args.database)
-        for backup in list_backups(open_storage(target.backup_dir))
+        for backup in list_backups(open_storage(target.location))
     ]
     if args.json:
         json.dump(

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
@@ -93,6 +94,16 @@ class Settings:
             )
 
         backup_dir = Path(env.get("BACKUP_DIR") or DEFAULT_BACKUP_DIR)
+        storage_url = (env.get("STORAGE_URL") or "").strip() or None
+        if storage_url and storage_url.startswith("file://"):
+            backup_dir, storage_url = Path(storage_url.removeprefix("file://")), None
+        elif storage_url and not storage_url.startswith(("s3://", "gs://", "az://")):
+            scheme = storage_url.split("://")[0]
+            problems.append(f"STORAGE_URL is {scheme!r}://...: use file://, s3://, gs:// or az://")
+            storage_url = None
+        elif storage_url and not urlsplit(storage_url).hostname:
+            problems.append("STORAGE_URL names no bucket: write s3://bucket/prefix")
+            storage_url = None
 
         numbers = {
             name: _read_int(env, name, default, problems)
@@ -163,6 +174,7 @@ class Settings:
             compression=compression if compression in REGISTRY else "gzip",
             compression_level=level,
             schedule=schedule,
+            storage_url=storage_url,
         )
         config_file = env.get("BAKUP_CONFIG")
         if config_file:

@@ -52,6 +52,12 @@ class Target:
     compression: str
     compression_level: int | None
     schedule: Schedule
+    storage_url: str | None = None  # an object store; None: backup_dir
+
+    @property
+    def location(self) -> str | Path:
+        """Where this database's backups are: its object-store URL, or its folder."""
+        return self.storage_url or self.backup_dir
 
     def require_database(self) -> ConnectionParams:
         """Return the database's connection; raises ConfigError when its URL is not set."""
@@ -173,6 +179,7 @@ def _read_target(
     return Target(
         name=name,
         database=database,
+        storage_url=f"{defaults.storage_url.rstrip('/')}/{name}" if defaults.storage_url else None,
         backup_dir=defaults.backup_dir / name,
         retention=retention,
         compression=compression,

@@ -44,7 +44,7 @@ class Recorder:
             period = target.schedule.period(now).total_seconds() if target.schedule.enabled else 0
             self.metrics.schedule_period.labels(target.name).set(period)
             try:
-                backups = list_backups(open_storage(target.backup_dir))
+                backups = list_backups(open_storage(target.location))
             except BakupError as error:
                 log.warning("WARNING: metrics for %s start empty: %s", target.name, error.message)
                 continue

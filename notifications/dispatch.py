@@ -138,7 +138,7 @@ class Dispatcher:
         """The newest complete backup and its age, for messages."""
         try:
             target = self.settings.target(database)
-            backups = list_backups(open_storage(target.backup_dir))
+            backups = list_backups(open_storage(target.location))
         except BakupError:
             backups = []
         if not backups:

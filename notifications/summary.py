@@ -53,7 +53,7 @@ def summarize(settings: Settings, now: datetime | None = None) -> list[DatabaseW
 
 
 def _database_week(target: Target, now: datetime) -> DatabaseWeek:
-    storage = open_storage(target.backup_dir)
+    storage = open_storage(target.location)
     try:
         runs = [
             run

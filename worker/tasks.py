@@ -208,7 +208,7 @@ def catch_up() -> list[str]:
             continue
         if is_locked(client, target.name):
             continue
-        backups = list_backups(open_storage(target.backup_dir))
+        backups = list_backups(open_storage(target.location))
         if backups and backups[-1].created_at >= slot_time:
             continue
         log.info(

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bakup.storage.base import Storage, StoredWriter
 from bakup.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "StoredWriter", "open_storage"]
+__all__ = ["LocalStorage", "Storage", "StoredWriter", "is_object_store", "open_storage"]
+
+OBJECT_SCHEMES = ("s3://", "gs://", "az://")
 
 
-def open_storage(backup_dir: Path) -> Storage:
-    """Return the storage backend for the configured destination (a local directory for now)."""
-    return LocalStorage(backup_dir)
+def is_object_store(location: str | Path) -> bool:
+    """Whether ``location`` names an object store (s3://, gs://, az://) rather than a folder."""
+    return str(location).startswith(OBJECT_SCHEMES)
+
+
+def open_storage(location: str | Path) -> Storage:
+    """Return the backend for ``location``: a local directory (a path or file:// URL), or an
+    object store, whose client library is imported only then. Raises StorageError for an
+    object-store URL the client cannot use."""
+    text = str(location)
+    if is_object_store(text):
+        from bakup.storage.objectstore import ObjectStorage
+
+        return ObjectStorage(text, endpoint=os.environ.get("S3_ENDPOINT_URL") or None)
+    if text.startswith("file://"):
+        return LocalStorage(Path(text.removeprefix("file://")))
+    return LocalStorage(Path(text))

@@ -1,0 +1,212 @@
+"""Object stores as backup storage: S3 and S3-compatible services (MinIO, R2, B2), Google Cloud
+Storage and Azure Blob Storage, through obstore: one code path for the three clouds (Rust's
+object_store), streaming multipart uploads and the clouds' standard credential variables.
+
+Objects cannot be renamed cheaply, so the data object is uploaded under its final name (a
+multipart upload stays invisible until it completes) and the manifest, written last, is what
+makes it a backup. A data object left without a manifest by a dead run is deleted by a later
+run once it is old enough that no live upload can own it; incomplete multipart uploads are
+dropped by the bucket's lifecycle rule (see the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import obstore
+from obstore import exceptions as store_errors
+from obstore.store import from_url
+
+from bakup.errors import StorageError
+from bakup.storage.base import Storage, StoredWriter
+
+SCHEMES = ("s3", "gs", "az")
+ORPHAN_AFTER = timedelta(minutes=15)
+
+
+def describe_url(url: str) -> str:
+    """The URL without credentials or query: ``s3://bucket/prefix``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}".rstrip("/")
+
+
+def storage_error(error: Exception, where: str, *, stage: str = "store") -> StorageError:
+    """One line for a failed object-store call, transient unless retrying cannot help."""
+    text = str(error).split("\n")[0]
+    if "NoSuchBucket" in str(error) or "ContainerNotFound" in str(error):
+        return StorageError(
+            f"{where}: the bucket does not exist: create it or fix STORAGE_URL",
+            stage=stage,
+            transient=False,
+        )
+    if isinstance(
+        error, (store_errors.UnauthenticatedError, store_errors.PermissionDeniedError)
+    ) or any(
+        code in str(error)
+        for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")
+    ):
+        return StorageError(
+            f"{where}: the credentials were refused: check the cloud's credential variables",
+            stage=stage,
+            transient=False,
+        )
+    return StorageError(f"{where}: {text[:300]}", stage=stage, transient=True)
+
+
+class ObjectWriter(StoredWriter):
+    """A multipart upload of one data object."""
+
+    def __init__(self, store: Any, key: str, where: str) -> None:
+        self._where = where
+        self._writer = obstore.open_writer(store, key)
+        self._store, self._key = store, key
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._writer.write(data)
+        except Exception as error:
+            raise storage_error(error, self._where) from None
+        return len(data)
+
+    def commit(self) -> None:
+        try:
+            self._writer.close()
+        except Exception as error:
+            raise storage_error(error, self._where) from None
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:  # completed but not wanted: delete it
+            with contextlib.suppress(Exception):
+                obstore.delete(self._store, self._key)
+
+    def close(self) -> None:
+        """Nothing to release: the manifest written after commit makes the backup."""
+
+
+class _Reader(io.RawIOBase):
+    """obstore's reader as a closable binary stream."""
+
+    def __init__(self, readable: Any) -> None:
+        self._readable = readable
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = bytes(self._readable.read(len(buffer)))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class ObjectStorage(Storage):
+    """Backups as objects under a prefix of a bucket or container."""
+
+    def __init__(self, url: str, *, endpoint: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        options: dict[str, Any] = {}
+        if endpoint:
+            options["endpoint"] = endpoint
+            if endpoint.startswith("http://"):
+                options["client_options"] = {"allow_http": True}
+        try:
+            self.store = from_url(self.url, **options)
+        except Exception as error:
+            raise StorageError(
+                f"STORAGE_URL {describe_url(url)}: {str(error).splitlines()[0]}", transient=False
+            ) from None
+
+    def describe(self) -> str:
+        return describe_url(self.url)
+
+    def _where(self, name: str = "") -> str:
+        return f"{self.describe()}/{name}" if name else self.describe()
+
+    def prepare(self) -> None:
+        probe = f".bakup-probe-{uuid.uuid4().hex}"
+        try:
+            obstore.put(self.store, probe, b"")
+            obstore.delete(self.store, probe)
+        except Exception as error:
+            raise storage_error(error, self._where()) from None
+
+    def open_writer(self, name: str) -> ObjectWriter:
+        if name in self.list_names():
+            raise StorageError(
+                f"{self._where(name)} already exists", stage="store", transient=False
+            )
+        return ObjectWriter(self.store, name, self._where(name))
+
+    def put_small(self, name: str, data: bytes) -> None:
+        try:
+            obstore.put(self.store, name, data)
+        except Exception as error:
+            raise storage_error(error, self._where(name), stage="manifest") from None
+
+    def append_small(self, name: str, data: bytes) -> None:
+        # Objects cannot be appended to: read, extend, write back (the journal is small, and
+        # one database's runs are serialised by its lock).
+        try:
+            current = self.get_small(name)
+        except FileNotFoundError:
+            current = b""
+        self.put_small(name, current + data)
+
+    def get_small(self, name: str) -> bytes:
+        try:
+            return bytes(obstore.get(self.store, name).bytes())
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise storage_error(error, self._where(name)) from None
+
+    def open_reader(self, name: str) -> BinaryIO:
+        try:
+            return io.BufferedReader(_Reader(obstore.open_reader(self.store, name)), 1 << 20)  # type: ignore[return-value]
+        except Exception as error:
+            raise storage_error(error, self._where(name)) from None
+
+    def size(self, name: str) -> int:
+        try:
+            return int(obstore.head(self.store, name)["size"])
+        except Exception as error:
+            raise storage_error(error, self._where(name)) from None
+
+    def _objects(self) -> list[dict[str, Any]]:
+        try:
+            listing = obstore.list_with_delimiter(self.store)
+        except Exception as error:
+            raise storage_error(error, self._where()) from None
+        return list(listing["objects"])
+
+    def list_names(self) -> list[str]:
+        return sorted(
+            meta["path"]
+            for meta in self._objects()
+            if not os.path.basename(meta["path"]).startswith(".")
+        )
+
+    def delete(self, name: str) -> None:
+        try:
+            obstore.delete(self.store, name)
+        except FileNotFoundError:
+            pass
+        except Exception as error:
+            raise storage_error(error, self._where(name), stage="prune") from None
+
+    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
+        now = datetime.now(UTC)
+        removed = []
+        for meta in self._objects():
+            name = meta["path"]
+            if is_complete.get(name) is False and now - meta["last_modified"] > ORPHAN_AFTER:
+                self.delete(name)
+                removed.append(name)
+        return removed
