@@ -125,7 +125,8 @@ def _take_backup(
     _, has_manifest = scan(storage)
     for leftover in storage.clean_abandoned(has_manifest):
         log.info("Removed leftover of an interrupted backup: %s", leftover)
-    created_at, name = _unused_name(storage, target.compression)
+    recipients = settings.recipients()
+    created_at, name = _unused_name(storage, target.compression, encrypted=bool(recipients))
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
     result = dump_to_storage(
@@ -135,6 +136,7 @@ def _take_backup(
         compression=target.compression,
         level=target.compression_level,
         pg_bin_dir=settings.pg_bin_dir,
+        recipients=recipients,
     )
     try:
         backup = Backup(
@@ -158,6 +160,7 @@ def _take_backup(
             source=database.display(),
             table_row_counts=result.archive.row_counts,
             bakup_version=__version__,
+            encrypted=bool(recipients),
         )
         write_manifest(storage, backup)
     except BaseException:
@@ -170,7 +173,9 @@ def _take_backup(
     return backup
 
 
-def _unused_name(storage: Storage, compression: str) -> tuple[datetime, str]:
+def _unused_name(
+    storage: Storage, compression: str, *, encrypted: bool = False
+) -> tuple[datetime, str]:
     """Return the start time and file name for a new backup.
 
     Names have one-second resolution; when a backup of this second already exists (two runs
@@ -179,7 +184,7 @@ def _unused_name(storage: Storage, compression: str) -> tuple[datetime, str]:
     existing = set(storage.list_names())
     while True:
         now = datetime.now(UTC)
-        name = backup_name(now, compression)
+        name = backup_name(now, compression, encrypted=encrypted)
         if name not in existing:
             return now.replace(microsecond=0), name
         time.sleep(1.0 - now.microsecond / 1_000_000)
@@ -261,6 +266,7 @@ def run_restore(
             clean=clean,
             no_owner=no_owner,
             pg_bin_dir=settings.pg_bin_dir,
+            identities=settings.identities() if backup.encrypted else None,
         )
     except BakupError as error:
         log.error("ERROR: Failed to restore backup: %s", error.message)
@@ -289,7 +295,8 @@ def run_verify(
     started = time.monotonic()
     result = VerifyResult(level="integrity")
     try:
-        result.checks += check_integrity(storage, backup, settings.pg_bin_dir)
+        identities = settings.identities() if backup.encrypted else None
+        result.checks += check_integrity(storage, backup, settings.pg_bin_dir, identities)
         if level == "restore":
             _test_restore(settings, target, storage, backup, result)
     except BakupError as error:
@@ -340,7 +347,8 @@ def _test_restore(
         log.warning("WARNING: %s", result.notes[-1])
         return
     try:
-        result.checks += restore_test(storage, backup, server, settings.pg_bin_dir)
+        identities = settings.identities() if backup.encrypted else None
+        result.checks += restore_test(storage, backup, server, settings.pg_bin_dir, identities)
     except PermissionError as error:
         result.notes.append(
             f"{error}: grant CREATEDB or set VERIFY_DATABASE_URL; verified integrity only"

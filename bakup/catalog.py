@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 PREFIX = "postgres_backup_"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "bakup-manifest/1"
-NAME_PATTERN = re.compile(r"^postgres_backup_(\d{8}_\d{6})\.sql(\.gz|\.zst)?$")
+NAME_PATTERN = re.compile(r"^postgres_backup_(\d{8}_\d{6})\.sql(\.gz|\.zst)?(\.age)?$")
 
 
-def backup_name(created_at: datetime, compression: str) -> str:
-    """Return the data file name for a backup started at ``created_at`` (converted to UTC)."""
+def backup_name(created_at: datetime, compression: str, *, encrypted: bool = False) -> str:
+    """Return the data file name for a backup started at ``created_at`` (converted to UTC);
+    encrypted backups end in ``.age``."""
     stamp = created_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
-    return f"{PREFIX}{stamp}.sql{get_compression(compression).extension}"
+    age = ".age" if encrypted else ""
+    return f"{PREFIX}{stamp}.sql{get_compression(compression).extension}{age}"
 
 
 def manifest_name(name: str) -> str:

@@ -18,10 +18,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
+from bakup.encryption import EncryptingWriter
 from bakup.errors import DumpError, StorageError
 from bakup.pgtools import child_environment, diagnose_output, die_with_parent, find_program
 from bakup.storage.base import Storage, StoredWriter
@@ -88,8 +90,10 @@ def dump_to_storage(
     compression: str = "gzip",
     level: int | None = None,
     pg_bin_dir: Path | None = None,
+    recipients: list[Any] | None = None,
 ) -> DumpResult:
-    """Dump ``database`` into ``storage`` as ``name``, compressed, in one streaming pass.
+    """Dump ``database`` into ``storage`` as ``name``, compressed (and, given age
+    ``recipients``, encrypted after compression), in one streaming pass.
 
     Returns the result with the storage writer still open (it holds the claim on the file until
     the caller has written the manifest and closes it). Raises DumpError when pg_dump cannot
@@ -118,7 +122,9 @@ def dump_to_storage(
         _widen_pipe(process.stdout.fileno())
 
         sink = _HashingSink(writer)
-        compressor = get_compression(compression).open_writer(sink, level)  # type: ignore[arg-type]
+        # compress -> (encrypt) -> hash -> store: the checksum covers the stored bytes.
+        encryptor = EncryptingWriter(sink, recipients) if recipients else None
+        compressor = get_compression(compression).open_writer(encryptor or sink, level)  # type: ignore[arg-type]
         counter = RowCounter()
         raw_size = 0
         archive_error: ArchiveFormatError | None = None
@@ -137,6 +143,8 @@ def dump_to_storage(
             # Closing writes the compressed stream's trailer; on failure it only stops threads.
             try:
                 compressor.close()
+                if encryptor is not None:
+                    encryptor.close()
             except Exception:
                 if process.poll() is None:
                     process.kill()

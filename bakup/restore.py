@@ -12,12 +12,14 @@ import hashlib
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
+from bakup.encryption import open_archive
 from bakup.errors import ChecksumMismatch, RestoreError
 from bakup.pgtools import (
     child_environment,
@@ -84,8 +86,10 @@ def restore_backup(
     clean: bool = False,
     no_owner: bool = False,
     pg_bin_dir: Path | None = None,
+    identities: list[Any] | None = None,
 ) -> None:
-    """Restore ``backup`` into the database ``target``.
+    """Restore ``backup`` into the database ``target`` (decrypted with ``identities`` if it is
+    encrypted).
 
     Refuses a target that already holds tables unless ``clean`` (which drops the backup's
     objects first). Raises ChecksumMismatch for a corrupted file, RestoreError when the target
@@ -122,7 +126,12 @@ def restore_backup(
         assert process.stdin is not None
         try:
             with storage.open_reader(backup.name) as stored:
-                stream = compression.open_reader(stored)
+                stream = open_archive(
+                    stored,
+                    encrypted=backup.encrypted,
+                    compression=compression,
+                    identities=identities,
+                )
                 try:
                     while chunk := stream.read(READ_SIZE):
                         process.stdin.write(chunk)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bakup.compression import REGISTRY
@@ -67,6 +68,28 @@ class Settings:
     metrics_address: str = "0.0.0.0"
     pushgateway_url: str | None = None
     metrics_textfile: str | None = None
+    encryption_recipients: tuple[str, ...] = ()
+    encryption_identity_file: Path | None = None
+
+    def identities(self) -> list[Any] | None:
+        """The age identities from ENCRYPTION_IDENTITY_FILE (None when unset).
+
+        Raises EncryptionError when the file cannot be read or holds no key.
+        """
+        if self.encryption_identity_file is None:
+            return None
+        from bakup.encryption import load_identities
+
+        return load_identities(self.encryption_identity_file)
+
+    def recipients(self) -> list[Any]:
+        """The age recipients backups are encrypted to (empty: no encryption)."""
+        if not self.encryption_recipients:
+            return []
+        from bakup.encryption import parse_recipients
+
+        return parse_recipients(" ".join(self.encryption_recipients))
+
     beat_schedule_file: Path = Path("celerybeat-schedule")
 
     @classmethod
@@ -162,6 +185,17 @@ class Settings:
         pushgateway = env.get("PUSHGATEWAY_URL", "")
         if pushgateway and not pushgateway.startswith(("http://", "https://")):
             problems.append("PUSHGATEWAY_URL must start with http:// or https://")
+        recipients_text = env.get("ENCRYPTION_RECIPIENTS", "").strip()
+        if recipients_text:
+            from bakup.encryption import parse_recipients
+
+            try:
+                parse_recipients(recipients_text)
+            except ValueError as error:
+                problems.append(str(error))
+        identity_file = env.get("ENCRYPTION_IDENTITY_FILE", "").strip()
+        if identity_file and not Path(identity_file).is_file():
+            problems.append(f"ENCRYPTION_IDENTITY_FILE {identity_file!r} is not a readable file")
         redis_url = read_secret(env, "REDIS_URL", problems) or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
@@ -206,6 +240,8 @@ class Settings:
             metrics_address=env.get("METRICS_ADDRESS") or "0.0.0.0",
             pushgateway_url=env.get("PUSHGATEWAY_URL") or None,
             metrics_textfile=env.get("METRICS_TEXTFILE") or None,
+            encryption_recipients=tuple(recipients_text.replace(",", " ").split()),
+            encryption_identity_file=Path(identity_file) if identity_file else None,
             beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
         )
 

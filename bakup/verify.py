@@ -35,6 +35,7 @@ from bakup.archive import ArchiveFormatError, RowCounter
 from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
+from bakup.encryption import open_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
 from bakup.pgtools import explain_failure, find_program
 from bakup.restore import restore_backup
@@ -110,7 +111,9 @@ class _ReadBack:
     unreadable: str | None = None  # why the content could not be decompressed or parsed
 
 
-def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
+def _read_back(
+    storage: Storage, backup: Backup, pg_restore: str, identities: list[Any] | None
+) -> _ReadBack:
     """Stream the stored backup once: hash it, decompress it, count its rows and feed it to
     ``pg_restore --list``. Raises VerifyError if it does not decompress, StorageError if it
     cannot be read."""
@@ -125,7 +128,12 @@ def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
         )
         assert process.stdin is not None
         hashing = _HashingReader(stored)
-        stream = get_compression(backup.compression).open_reader(io.BufferedReader(hashing))
+        stream = open_archive(
+            io.BufferedReader(hashing),
+            encrypted=backup.encrypted,
+            compression=get_compression(backup.compression),
+            identities=identities,
+        )
         feeding = True
         unreadable = None
         returncode = -1
@@ -170,14 +178,19 @@ def _read_back(storage: Storage, backup: Backup, pg_restore: str) -> _ReadBack:
         )
 
 
-def check_integrity(storage: Storage, backup: Backup, pg_bin_dir: Path | None = None) -> list[str]:
+def check_integrity(
+    storage: Storage,
+    backup: Backup,
+    pg_bin_dir: Path | None = None,
+    identities: list[Any] | None = None,
+) -> list[str]:
     """Read the stored backup whole and check it; returns the checks that passed.
 
     Raises ChecksumMismatch when the bytes differ from the manifest's sha256, VerifyError when
     the file does not decompress into an archive whose rows and table of contents match the
     manifest, StorageError when it cannot be read.
     """
-    found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir))
+    found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
     if found.sha256 != backup.sha256 or found.stored_size != backup.size_bytes:
         raise ChecksumMismatch(
             f"checksum mismatch for {backup.name}: the stored file is corrupted "
@@ -215,7 +228,11 @@ def check_integrity(storage: Storage, backup: Backup, pg_bin_dir: Path | None = 
 
 
 def restore_test(
-    storage: Storage, backup: Backup, server: ConnectionParams, pg_bin_dir: Path | None = None
+    storage: Storage,
+    backup: Backup,
+    server: ConnectionParams,
+    pg_bin_dir: Path | None = None,
+    identities: list[Any] | None = None,
 ) -> list[str]:
     """Restore ``backup`` into a scratch database on ``server`` and compare row counts.
 
@@ -238,7 +255,9 @@ def restore_test(
     try:
         target = server.with_dbname(scratch)
         try:
-            restore_backup(storage, backup, target, no_owner=True, pg_bin_dir=pg_bin_dir)
+            restore_backup(
+                storage, backup, target, no_owner=True, pg_bin_dir=pg_bin_dir, identities=identities
+            )
         except BakupError as error:
             raise VerifyError(
                 f"test restore of {backup.name} failed: {error.message}", stage="verify"
