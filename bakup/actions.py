@@ -20,7 +20,7 @@ from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.journal import record_run
 from bakup.logs import RULE, megabytes
-from bakup.restore import restore_backup
+from bakup.restore import check_checksum, restore_backup
 from bakup.retention import PrunePlan, plan_prune
 from bakup.settings import Settings
 from bakup.storage import Storage, open_storage
@@ -200,6 +200,16 @@ def run_prune(
     deleted before the failure stay deleted, the rest stay.
     """
     storage = open_storage(target.location)
+    members = getattr(storage, "members", None)
+    if members:  # several destinations: retention runs on each by itself
+        plans = [_prune_one(target, member, dry_run=dry_run, now=now) for member in members]
+        return plans[0]
+    return _prune_one(target, storage, dry_run=dry_run, now=now)
+
+
+def _prune_one(
+    target: Target, storage: Storage, *, dry_run: bool, now: datetime | None
+) -> PrunePlan[Backup]:
     label = target.name
     policy = target.retention
     try:
@@ -297,6 +307,9 @@ def run_verify(
     try:
         identities = settings.identities() if backup.encrypted else None
         result.checks += check_integrity(storage, backup, settings.pg_bin_dir, identities)
+        for member in getattr(storage, "members", [])[1:]:  # every other copy, byte for byte
+            check_checksum(member, backup)
+            result.checks.append(f"the copy in {member.describe()} matches the manifest")
         if level == "restore":
             _test_restore(settings, target, storage, backup, result)
     except BakupError as error:

@@ -23,6 +23,7 @@ from bakup.schedule import Schedule, ScheduleError, parse_schedule
 from bakup.targets import Target, load_targets_file, single_target
 
 DEFAULT_BACKUP_DIR = "./backups"
+OBJECT_SCHEMES = ("s3://", "gs://", "az://")
 DEFAULT_SCHEDULE = "0 2 * * *"
 VERIFY_LEVELS = ("restore", "integrity", "off")
 
@@ -117,16 +118,9 @@ class Settings:
             )
 
         backup_dir = Path(env.get("BACKUP_DIR") or DEFAULT_BACKUP_DIR)
-        storage_url = (env.get("STORAGE_URL") or "").strip() or None
-        if storage_url and storage_url.startswith("file://"):
-            backup_dir, storage_url = Path(storage_url.removeprefix("file://")), None
-        elif storage_url and not storage_url.startswith(("s3://", "gs://", "az://")):
-            scheme = storage_url.split("://")[0]
-            problems.append(f"STORAGE_URL is {scheme!r}://...: use file://, s3://, gs:// or az://")
-            storage_url = None
-        elif storage_url and not urlsplit(storage_url).hostname:
-            problems.append("STORAGE_URL names no bucket: write s3://bucket/prefix")
-            storage_url = None
+        storage_urls = _read_destinations(env.get("STORAGE_URL", ""), problems)
+        if len(storage_urls) == 1 and not storage_urls[0].startswith(OBJECT_SCHEMES):
+            backup_dir, storage_urls = Path(storage_urls[0]), []
 
         numbers = {
             name: _read_int(env, name, default, problems)
@@ -208,7 +202,7 @@ class Settings:
             compression=compression if compression in REGISTRY else "gzip",
             compression_level=level,
             schedule=schedule,
-            storage_url=storage_url,
+            storage_urls=tuple(storage_urls),
         )
         config_file = env.get("BAKUP_CONFIG")
         if config_file:
@@ -276,6 +270,23 @@ class Settings:
                 ["DATABASE_URL is not set: set it to postgresql://user:password@host:5432/dbname"]
             )
         return self.database
+
+
+def _read_destinations(text: str, problems: list[str]) -> list[str]:
+    """STORAGE_URL's destinations (separated by spaces or commas): folders as plain paths,
+    object stores as URLs. Notes a problem for each one that is neither."""
+    destinations = []
+    for url in text.replace(",", " ").split():
+        if url.startswith("file://") or "://" not in url:  # a folder
+            destinations.append(url.removeprefix("file://"))
+        elif not url.startswith(OBJECT_SCHEMES):
+            scheme = url.split("://")[0]
+            problems.append(f"STORAGE_URL has {scheme!r}://...: use file://, s3://, gs:// or az://")
+        elif not urlsplit(url).hostname:
+            problems.append(f"STORAGE_URL {url} names no bucket: write s3://bucket/prefix")
+        else:
+            destinations.append(url.rstrip("/"))
+    return destinations
 
 
 def read_secret(env: Mapping[str, str], name: str, problems: list[str]) -> str:

@@ -52,12 +52,15 @@ class Target:
     compression: str
     compression_level: int | None
     schedule: Schedule
-    storage_url: str | None = None  # an object store; None: backup_dir
+    storage_urls: tuple[str, ...] = ()  # STORAGE_URL's destinations; empty: backup_dir
 
     @property
-    def location(self) -> str | Path:
-        """Where this database's backups are: its object-store URL, or its folder."""
-        return self.storage_url or self.backup_dir
+    def location(self) -> str | Path | tuple[str, ...]:
+        """Where this database's backups are: its folder, one STORAGE_URL destination, or
+        several (every backup goes to all of them)."""
+        if not self.storage_urls:
+            return self.backup_dir
+        return self.storage_urls[0] if len(self.storage_urls) == 1 else self.storage_urls
 
     def require_database(self) -> ConnectionParams:
         """Return the database's connection; raises ConfigError when its URL is not set."""
@@ -179,7 +182,7 @@ def _read_target(
     return Target(
         name=name,
         database=database,
-        storage_url=f"{defaults.storage_url.rstrip('/')}/{name}" if defaults.storage_url else None,
+        storage_urls=tuple(f"{url.rstrip('/')}/{name}" for url in defaults.storage_urls),
         backup_dir=defaults.backup_dir / name,
         retention=retention,
         compression=compression,

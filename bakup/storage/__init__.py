@@ -18,10 +18,14 @@ def is_object_store(location: str | Path) -> bool:
     return str(location).startswith(OBJECT_SCHEMES)
 
 
-def open_storage(location: str | Path) -> Storage:
-    """Return the backend for ``location``: a local directory (a path or file:// URL), or an
-    object store, whose client library is imported only then. Raises StorageError for an
-    object-store URL the client cannot use."""
+def open_storage(location: str | Path | tuple[str, ...]) -> Storage:
+    """Return the backend for ``location``: a local directory (a path or file:// URL), an
+    object store (whose client library is imported only then), or several of them at once.
+    Raises StorageError for an object-store URL the client cannot use."""
+    if isinstance(location, tuple):
+        from bakup.storage.multi import MultiStorage
+
+        return MultiStorage([open_storage(member) for member in location])
     text = str(location)
     if is_object_store(text):
         from bakup.storage.objectstore import ObjectStorage

@@ -1,0 +1,118 @@
+"""Several destinations at once, such as a local disk for fast restores and a bucket that
+survives the machine. Every backup is written to all of them in the same pass; it counts as
+complete only when every destination holds it (data and manifest); reads come from the first
+destination that has the object. Retention runs on each destination by itself (see
+bakup.actions.run_prune)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import BinaryIO
+
+from bakup.errors import StorageError
+from bakup.storage.base import Storage, StoredWriter
+
+
+class MultiWriter(StoredWriter):
+    """Writes one data object to every destination."""
+
+    def __init__(self, writers: list[StoredWriter]) -> None:
+        self.writers = writers
+
+    def write(self, data: bytes) -> int:
+        for writer in self.writers:
+            writer.write(data)
+        return len(data)
+
+    def commit(self) -> None:
+        for writer in self.writers:
+            writer.commit()
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class MultiStorage(Storage):
+    """The destinations of STORAGE_URL, in order."""
+
+    def __init__(self, members: list[Storage]) -> None:
+        self.members = members
+
+    def describe(self) -> str:
+        return " + ".join(member.describe() for member in self.members)
+
+    def prepare(self) -> None:
+        for member in self.members:
+            member.prepare()
+
+    def open_writer(self, name: str) -> MultiWriter:
+        writers: list[StoredWriter] = []
+        try:
+            for member in self.members:
+                writers.append(member.open_writer(name))
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+        return MultiWriter(writers)
+
+    def put_small(self, name: str, data: bytes) -> None:
+        written: list[Storage] = []
+        try:
+            for member in self.members:
+                member.put_small(name, data)
+                written.append(member)
+        except BaseException:
+            for member in written:  # a manifest in only some destinations is no backup
+                with contextlib.suppress(StorageError):
+                    member.delete(name)
+            raise
+
+    def append_small(self, name: str, data: bytes) -> None:
+        for member in self.members:
+            member.append_small(name, data)
+
+    def get_small(self, name: str) -> bytes:
+        for member in self.members:
+            try:
+                return member.get_small(name)
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(name)
+
+    def open_reader(self, name: str) -> BinaryIO:
+        return self._holder(name).open_reader(name)
+
+    def size(self, name: str) -> int:
+        return self._holder(name).size(name)
+
+    def _holder(self, name: str) -> Storage:
+        for member in self.members:
+            if name in member.list_names():
+                return member
+        raise StorageError(f"{name} is in none of {self.describe()}")
+
+    def list_names(self) -> list[str]:
+        """Only what every destination holds."""
+        common = set(self.members[0].list_names())
+        for member in self.members[1:]:
+            common &= set(member.list_names())
+        return sorted(common)
+
+    def delete(self, name: str) -> None:
+        for member in self.members:
+            member.delete(name)
+
+    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
+        from bakup.catalog import scan  # here: catalog imports this package
+
+        removed = []
+        for member in self.members:
+            _, has_manifest = scan(member)
+            removed += member.clean_abandoned(has_manifest)
+        return removed
