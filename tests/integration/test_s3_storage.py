@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Database, base_env, run_bakup
+from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.support import s3_server
+from tests.support.postgres_server import find_server_bin
 from tests.support.s3_server import SECRET_KEY, S3Server
 
 pytestmark = pytest.mark.integration
@@ -91,3 +96,39 @@ def test_an_unknown_storage_scheme_is_a_configuration_error(small_db: Database) 
     result = run_bakup("backup", env=base_env(DATABASE_URL=small_db.url, STORAGE_URL="ftp://x/y"))
     assert result.returncode == 2
     assert "STORAGE_URL" in result.stderr
+
+
+def test_the_store_dying_mid_upload_fails_the_backup_and_leaves_nothing_local(
+    pg_server, tmp_path: Path, s3: S3Server
+) -> None:
+    from tests.conftest import create_database
+    from tests.support.sample_data import load_sample_data
+
+    big = create_database(pg_server, "big")
+    load_sample_data(pg_server, big.name)
+    # A pg_dump that pauses after 8 MB, so the upload is in flight when the store dies.
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "pg_dump").write_text(
+        f'#!/bin/bash\n{find_server_bin()}/pg_dump "$@" | {{ head -c 8000000; sleep 4; cat; }}\n'
+    )
+    (slow / "pg_dump").chmod(0o755)
+    env = base_env(
+        DATABASE_URL=big.url, STORAGE_URL="s3://backups/big", PG_BIN_DIR=str(slow), **s3.env()
+    )
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    s3.stop()
+    stdout, stderr = backup.communicate(timeout=300)
+    assert backup.returncode == 1
+    assert len(stderr.strip().splitlines()) == 1 and "s3://backups/big" in stderr
+    assert "ERROR: Failed to create backup" in stdout
+    assert SECRET_KEY not in stdout + stderr
+    pg_server.psql("postgres", f'DROP DATABASE "{big.name}" WITH (FORCE)')
