@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres_server
+from tests.support import postgres_server, s3_server
 from tests.support.postgres_server import PostgresServer
 from tests.support.receivers import HttpReceiver, SmtpReceiver, start_http, start_smtp
+from tests.support.s3_server import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,3 +122,12 @@ def http() -> Iterator[HttpReceiver]:
     receiver = start_http()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    """A local S3-compatible server with the bucket ``backups``."""
+    server = s3_server.start()
+    server.create_bucket("backups")
+    yield server
+    server.stop()

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Database, base_env, run_bakup
-from tests.support import s3_server
 from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Server]:
-    server = s3_server.start()
-    server.create_bucket("offsite")
-    yield server
-    server.stop()
 
 
 def test_every_backup_goes_to_every_destination_and_retention_runs_on_each(
@@ -29,33 +19,33 @@ def test_every_backup_goes_to_every_destination_and_retention_runs_on_each(
     local = tmp_path / "local"
     env = base_env(
         DATABASE_URL=small_db.url,
-        STORAGE_URL=f"file://{local} s3://offsite/shop",
+        STORAGE_URL=f"file://{local} s3://backups/shop",
         MAX_BACKUPS="1",
         **s3.env(),
     )
     for _ in range(2):
         result = run_bakup("backup", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert f"Backup directory: {local} + s3://offsite/shop" in result.stdout
+    assert f"Backup directory: {local} + s3://backups/shop" in result.stdout
     [item] = json.loads(run_bakup("list", "--json", env=env).stdout)
     assert sorted(p.name for p in local.glob("postgres_backup_*")) == [
         item["name"],
         item["name"] + ".json",
     ]
-    s3_only = base_env(DATABASE_URL=small_db.url, STORAGE_URL="s3://offsite/shop", **s3.env())
+    s3_only = base_env(DATABASE_URL=small_db.url, STORAGE_URL="s3://backups/shop", **s3.env())
     assert [i["name"] for i in json.loads(run_bakup("list", "--json", env=s3_only).stdout)] == [
         item["name"]
     ]
     verified = run_bakup("verify", env=env)
     assert verified.returncode == 0, verified.stderr
-    assert "the copy in s3://offsite/shop matches the manifest" in verified.stdout
+    assert "the copy in s3://backups/shop matches the manifest" in verified.stdout
 
 
 def test_a_backup_missing_from_one_destination_is_not_complete(
     small_db: Database, tmp_path: Path, s3: S3Server
 ) -> None:
     local = tmp_path / "local"
-    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL=f"{local},s3://offsite/x", **s3.env())
+    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL=f"{local},s3://backups/x", **s3.env())
     assert run_bakup("backup", env=env).returncode == 0
     s3.stop()  # the bucket is unreachable: the next backup must fail and leave nothing
     before = sorted(p.name for p in local.iterdir() if not p.name.startswith(".bakup-"))

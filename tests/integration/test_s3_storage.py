@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ from tests.support.postgres_server import find_server_bin
 from tests.support.s3_server import SECRET_KEY, S3Server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Server]:
-    server = s3_server.start()
-    server.create_bucket("backups")
-    yield server
-    server.stop()
 
 
 def test_backup_list_verify_restore_and_prune_in_s3(
