@@ -10,6 +10,7 @@ worker threads when asked.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -76,7 +77,10 @@ def _gzip_reader(source: BinaryIO) -> BinaryIO:
 
 
 def _zstd_writer(sink: BinaryIO, level: int) -> Writable:
-    compressor = zstandard.ZstdCompressor(level=level, threads=-1)
+    # Two worker threads: each holds its own window and buffers (about 40 MB at level 3), so
+    # one per core would grow memory with the machine past the 150 MB budget, and a third
+    # thread is no faster while pg_dump and the server need the other cores.
+    compressor = zstandard.ZstdCompressor(level=level, threads=min(2, os.cpu_count() or 1))
     return compressor.stream_writer(sink, closefd=False)
 
 
