@@ -75,6 +75,15 @@ def small_db(database: Database) -> Database:
 
 
 @pytest.fixture
+def big_db(database: Database) -> Database:
+    """A database with the sample data: big enough that its dump takes several upload parts."""
+    from tests.support.sample_data import load_sample_data
+
+    load_sample_data(database.server, database.name)
+    return database
+
+
+@pytest.fixture
 def target_database(pg_server: PostgresServer) -> Iterator[Database]:
     """A second empty database to restore into, dropped afterwards."""
     db = create_database(pg_server, "restore")

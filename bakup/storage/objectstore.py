@@ -5,14 +5,15 @@ object_store), streaming multipart uploads and the clouds' standard credential v
 Objects cannot be renamed cheaply, so the data object is uploaded under its final name (a
 multipart upload stays invisible until it completes) and the manifest, written last, is what
 makes it a backup. A data object left without a manifest by a dead run is deleted by a later
-run once it is old enough that no live upload can own it; incomplete multipart uploads are
-dropped by the bucket's lifecycle rule (see the README).
+run once it is old enough that no live upload can own it; the incomplete multipart uploads of
+runs that died mid-upload are aborted by a later run too (``bakup.storage.uploads``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,10 +25,12 @@ from obstore import exceptions as store_errors
 from obstore.store import from_url
 
 from bakup.errors import StorageError
+from bakup.storage import uploads
 from bakup.storage.base import Storage, StoredWriter
 
 SCHEMES = ("s3", "gs", "az")
 ORPHAN_AFTER = timedelta(minutes=15)
+log = logging.getLogger("bakup")
 
 
 def describe_url(url: str) -> str:
@@ -111,6 +114,7 @@ class ObjectStorage(Storage):
 
     def __init__(self, url: str, *, endpoint: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.endpoint = endpoint
         options: dict[str, Any] = {}
         if endpoint:
             options["endpoint"] = endpoint
@@ -209,4 +213,31 @@ class ObjectStorage(Storage):
             if is_complete.get(name) is False and now - meta["last_modified"] > ORPHAN_AFTER:
                 self.delete(name)
                 removed.append(name)
-        return removed
+        return removed + self._abort_abandoned_uploads(now)
+
+    def _abort_abandoned_uploads(self, now: datetime) -> list[str]:
+        """Abort the incomplete uploads of dead runs. Failing to is only a warning: it costs
+        storage, not backups, and a least-privilege key may not be allowed to list them."""
+        parts = urlsplit(self.url)
+        prefix = parts.path.strip("/")
+        try:
+            pending = uploads.for_url(
+                parts.scheme, parts.hostname or "", f"{prefix}/" if prefix else "", self.endpoint
+            )
+            if pending is None:
+                return []
+            removed = []
+            for upload in uploads.abandoned(pending.pending(), now):
+                pending.abort(upload)
+                removed.append(f"{os.path.basename(upload.key)} (incomplete upload)")
+            return removed
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            log.warning(
+                "WARNING: %s: could not clean up incomplete uploads (%s%s): allow listing and "
+                "aborting multipart uploads, or give the bucket a lifecycle rule that aborts them",
+                self.describe(),
+                type(error).__name__,
+                f": {reason}" if reason else "",
+            )
+            return []

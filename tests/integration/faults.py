@@ -42,6 +42,19 @@ def fake_pg_bin(
     return directory
 
 
+def pausing_pg_bin(directory: Path, *, pause_after_bytes: int, pause_seconds: float) -> Path:
+    """Make a PG_BIN_DIR whose pg_dump stops for a while after some output, then finishes:
+    a backup that is surely mid-upload at a known moment."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "pg_dump"
+    script.write_text(
+        f'#!/bin/bash\n{find_server_bin()}/pg_dump "$@" | '
+        f"{{ head -c {pause_after_bytes}; sleep {pause_seconds}; cat; }}\n"
+    )
+    script.chmod(0o755)
+    return directory
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

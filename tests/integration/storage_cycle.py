@@ -1,0 +1,32 @@
+"""The cycle every storage backend must carry: two backups (the second prunes the first),
+list, verify with a test restore, restore; shared by the S3, GCS and Azure tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from tests.conftest import Database, run_bakup
+
+
+def full_cycle(
+    env: dict[str, str], target: Database, *, suffix: str
+) -> tuple[list[dict[str, Any]], list[subprocess.CompletedProcess[str]]]:
+    """Run the cycle with ``env`` (MAX_BACKUPS=1, TARGET_DATABASE_URL=``target``), asserting
+    each step; returns the final listing and every run, for checks on their output."""
+    first = run_bakup("backup", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_bakup("backup", env=env)  # prunes the first: MAX_BACKUPS=1
+    assert second.returncode == 0, second.stdout + second.stderr
+    listing = json.loads(run_bakup("list", "--json", env=env).stdout)
+    assert len(listing) == 1 and listing[0]["name"].endswith(suffix)
+
+    verified = run_bakup("verify", "--restore", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(run_bakup("list", "--json", env=env).stdout)[0]["verified"] is True
+
+    restored = run_bakup("restore", "latest", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert target.psql("SELECT count(*) FROM t") == "3000"
+    return listing, [first, second, verified, restored]

@@ -1,0 +1,134 @@
+"""Backups in Google Cloud Storage (gcp-storage-emulator with GCS's XML API): the whole cycle
+through the same code path as S3 and Azure, and its faults."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Database, base_env, run_bakup
+from tests.integration.faults import pausing_pg_bin
+from tests.integration.storage_cycle import full_cycle
+from tests.support import gcs_server
+from tests.support.gcs_server import GcsServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gcs(tmp_path: Path) -> Iterator[GcsServer]:
+    server = gcs_server.start(tmp_path)
+    server.create_bucket("backups")
+    yield server
+    server.stop()
+
+
+def private_key(server: GcsServer) -> str:
+    """The key's base64 body, without the PEM armour that is the same in every key."""
+    pem = json.loads(server.credentials.read_text())["private_key"]
+    return "".join(pem.strip().splitlines()[1:-1])
+
+
+def test_backup_list_verify_restore_and_prune_in_google_cloud_storage(
+    small_db: Database, target_database: Database, gcs: GcsServer
+) -> None:
+    env = base_env(
+        DATABASE_URL=small_db.url,
+        STORAGE_URL="gs://backups/prod/shop",
+        MAX_BACKUPS="1",
+        TARGET_DATABASE_URL=target_database.url,
+        **gcs.env(),
+    )
+    listing, runs = full_cycle(env, target_database, suffix=".sql.gz")
+    assert "Backup directory: gs://backups/prod/shop" in runs[0].stdout
+    # What the bucket holds, seen through the other API: one backup, its manifest, the journal.
+    stored = gcs.object_names("backups")
+    assert sorted(name.rsplit("/", 1)[-1] for name in stored) == sorted(
+        [listing[0]["name"], listing[0]["name"] + ".json", ".bakup-journal.jsonl"]
+    )
+    assert all(name.startswith("prod/shop/") for name in stored)
+    key = private_key(gcs)
+    assert not any(key[:40] in run.stdout + run.stderr for run in runs)
+
+
+def test_a_missing_bucket_is_one_clear_line(small_db: Database, gcs: GcsServer) -> None:
+    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL="gs://no-such-bucket/x", **gcs.env())
+    result = run_bakup("backup", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "bakup: gs://no-such-bucket/x: the bucket does not exist: create it or fix STORAGE_URL"
+    ]
+
+
+def test_an_unreadable_service_account_file_is_one_clear_line(
+    small_db: Database, tmp_path: Path
+) -> None:
+    broken = tmp_path / "account.json"
+    broken.write_text('{"type": "service_account", "private_key": "not a key"')
+    env = base_env(
+        DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", GOOGLE_SERVICE_ACCOUNT=str(broken)
+    )
+    result = run_bakup("backup", env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gs://backups/x" in lines[0], result.stderr
+    assert "not a key" not in result.stdout + result.stderr
+
+
+def test_a_storage_outage_is_one_clear_line(small_db: Database, gcs: GcsServer) -> None:
+    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", **gcs.env())
+    assert run_bakup("backup", env=env).returncode == 0
+    gcs.stop()
+    result = run_bakup("backup", env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bakup: gs://backups/x"), result.stderr
+
+
+def test_bakup_killed_mid_upload_leaves_no_backup_and_a_later_run_aborts_its_upload(
+    big_db: Database, tmp_path: Path, gcs: GcsServer
+) -> None:
+    # A pg_dump that pauses after 12 MB, so parts of the upload are stored when bakup dies.
+    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=5)
+    # Uncompressed, so the 12 MB reach the store as they are: more than one part.
+    env = base_env(
+        DATABASE_URL=big_db.url, STORAGE_URL="gs://backups/big", COMPRESSION="none", **gcs.env()
+    )
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env={**env, "PG_BIN_DIR": str(slow)},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(3)
+    backup.send_signal(signal.SIGKILL)
+    backup.wait()
+
+    assert json.loads(run_bakup("list", "--json", env=env).stdout) == []
+    assert not any("postgres_backup_" in name for name in gcs.object_names("backups"))
+    [left] = gcs.pending_uploads("backups")  # its parts are stored, but it is no backup
+    assert left.startswith("big/postgres_backup_")
+
+    again = run_bakup("backup", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(json.loads(run_bakup("list", "--json", env=env).stdout)) == 1
+    # Too recent to be sure its run is dead: left alone.
+    assert gcs.pending_uploads("backups") == [left]
+
+    gcs.age_uploads(3600)
+    pruned = run_bakup("prune", env=env)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert gcs.pending_uploads("backups") == []
+    assert (
+        f"Removed leftover of an interrupted backup: {left.split('/')[-1]} (incomplete upload)"
+        in pruned.stdout
+    )
+    assert "WARNING" not in pruned.stdout + pruned.stderr

@@ -1,0 +1,483 @@
+"""A throwaway Google Cloud Storage emulator on localhost: gcp-storage-emulator, with the
+XML API that GCS clients built on object_store (obstore, hence bakup) speak.
+
+gcp-storage-emulator implements GCS's JSON API and only a bare XML PUT and GET. object_store
+uses the XML API throughout (the S3-compatible one GCS documents): PUT answered with an ETag,
+GET and HEAD with ETag, Last-Modified and ranges, DELETE, ``?list-type=2`` listings and
+``?uploads`` multipart uploads. This module serves those requests from the emulator's own
+storage and hands every other request (the JSON API: bucket creation, object listings) to
+the emulator unchanged, so both APIs see the same buckets and objects.
+
+Run as a program (``python tests/support/gcs_server.py PORT``) it serves until killed, so a
+test can kill it in the middle of an upload; ``start()`` does that and waits for the port.
+``POST /_test/age-uploads?seconds=N`` makes every incomplete upload N seconds older, so a test
+can see what a later run does with the leftovers of one that died an hour ago.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
+
+# The JSON API's own paths stay with the emulator.
+JSON_API = ("/storage/", "/upload/", "/download/", "/batch/", "/b/", "/_internal/")
+# object_store percent-encodes bucket names and keys alike (``no%2Dsuch%2Dbucket``).
+OBJECT_PATH = re.compile(r"^/(?P<bucket>[^/]+)/(?P<key>.+)$")
+BUCKET_PATH = re.compile(r"^/(?P<bucket>[^/]+)/?$")
+
+
+@dataclass
+class Upload:
+    """A multipart upload in progress: its parts by number, with when each came."""
+
+    bucket: str
+    key: str
+    initiated: datetime
+    parts: dict[int, tuple[bytes, datetime]] = field(default_factory=dict)
+
+
+def _xml(root: str, children: dict[str, str] | None = None) -> ElementTree.Element:
+    element = ElementTree.Element(root)
+    for name, text in (children or {}).items():
+        ElementTree.SubElement(element, name).text = text
+    return element
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _etag(obj: dict[str, Any]) -> str:
+    return '"' + base64.b64decode(obj["md5Hash"]).hex() + '"'
+
+
+def _updated(obj: dict[str, Any]) -> datetime:
+    return datetime.strptime(obj["updated"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def make_handler() -> type:
+    """The request handler class: the emulator's, with the XML API in front of it."""
+    from gcp_storage_emulator import server as emulator
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    lock = threading.Lock()
+    uploads: dict[str, Upload] = {}
+
+    class Handler(emulator.RequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        # -- plumbing -------------------------------------------------------------------
+
+        def _route(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            self.query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            path = parts.path
+            if path == "/_test/age-uploads":
+                self._age_uploads(timedelta(seconds=float(self.query["seconds"])))
+                return
+            if path in ("/", "/wipe") or path.startswith(JSON_API):
+                self._emulator(method)
+                return
+            try:
+                with lock:
+                    if match := OBJECT_PATH.match(path):
+                        self._object(method, unquote(match["bucket"]), unquote(match["key"]))
+                    elif match := BUCKET_PATH.match(path):
+                        self._bucket(method, unquote(match["bucket"]))
+                    else:
+                        self._error(HTTPStatus.NOT_FOUND, "InvalidURI", path)
+            except NotFound:
+                self._error(HTTPStatus.NOT_FOUND, "NoSuchKey", "No such object.")
+
+        def _emulator(self, method: str) -> None:
+            # The emulator's responses carry Content-Length but it expects one request per
+            # connection.
+            self.close_connection = True
+            emulator.Router(self).handle(method)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _send(
+            self,
+            status: HTTPStatus,
+            body: bytes = b"",
+            headers: dict[str, str] | None = None,
+            *,
+            head: bool = False,
+            length: int | None = None,
+        ) -> None:
+            self.send_response(status.value)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def _send_xml(self, element: ElementTree.Element) -> None:
+            body = b"<?xml version='1.0' encoding='UTF-8'?>" + ElementTree.tostring(element)
+            self._send(HTTPStatus.OK, body, {"Content-Type": "application/xml"})
+
+        def _error(self, status: HTTPStatus, code: str, message: str, head: bool = False) -> None:
+            self._body()
+            body = ElementTree.tostring(_xml("Error", {"Code": code, "Message": message}))
+            self._send(status, body, {"Content-Type": "application/xml"}, head=head)
+
+        def _has_bucket(self, bucket: str) -> bool:
+            return self.storage.get_bucket(bucket) is not None
+
+        def _no_bucket(self, head: bool = False) -> None:
+            self._error(
+                HTTPStatus.NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist.", head
+            )
+
+        # -- objects --------------------------------------------------------------------
+
+        def _object(self, method: str, bucket: str, key: str) -> None:
+            if not self._has_bucket(bucket):
+                self._no_bucket(head=method == "HEAD")
+            elif method == "POST" and "uploads" in self.query:
+                self._initiate(bucket, key)
+            elif method == "POST" and "uploadId" in self.query:
+                self._complete(bucket, key, self.query["uploadId"])
+            elif method == "PUT" and "uploadId" in self.query:
+                self._put_part(self.query["uploadId"], int(self.query["partNumber"]))
+            elif method == "DELETE" and "uploadId" in self.query:
+                self._body()
+                uploads.pop(self.query["uploadId"], None)
+                self._send(HTTPStatus.NO_CONTENT)
+            elif method == "PUT" and "x-goog-copy-source" not in self.headers:
+                self._store(bucket, key, self._body())
+            elif method == "GET" and "uploadId" in self.query:
+                self._list_parts(self.query["uploadId"])
+            elif method in ("GET", "HEAD"):
+                self._get(bucket, key, head=method == "HEAD")
+            elif method == "DELETE":
+                self._body()
+                self.storage.delete_file(bucket, key)
+                self._send(HTTPStatus.NO_CONTENT)
+            else:
+                self._error(HTTPStatus.NOT_IMPLEMENTED, "NotImplemented", method)
+
+        def _store(self, bucket: str, key: str, content: bytes) -> None:
+            content_type = self.headers.get("Content-Type", "application/octet-stream")
+            base_url = f"http://{self.headers.get('Host')}"
+            obj = objects._make_object_resource(
+                base_url, bucket, key, content_type, str(len(content))
+            )
+            obj = objects._checksums(content, obj)
+            self.storage.create_file(bucket, key, content, obj)
+            self._send(
+                HTTPStatus.OK,
+                headers={"ETag": _etag(obj), "x-goog-generation": obj["generation"]},
+            )
+
+        def _get(self, bucket: str, key: str, *, head: bool) -> None:
+            obj = self.storage.get_file_obj(bucket, key)
+            content = self.storage.get_file(bucket, key)
+            headers = {
+                "ETag": _etag(obj),
+                "Last-Modified": email.utils.format_datetime(_updated(obj), usegmt=True),
+                "Content-Type": obj.get("contentType") or "application/octet-stream",
+                "x-goog-generation": obj["generation"],
+                "Accept-Ranges": "bytes",
+            }
+            status = HTTPStatus.OK
+            ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            if ranged:
+                start = int(ranged[1])
+                end = min(len(content), int(ranged[2]) + 1 if ranged[2] else len(content))
+                if start >= len(content):
+                    self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "InvalidRange", "")
+                    return
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(content)}"
+                content, status = content[start:end], HTTPStatus.PARTIAL_CONTENT
+            self._send(status, content, headers, head=head, length=len(content))
+
+        # -- multipart uploads ----------------------------------------------------------
+
+        def _initiate(self, bucket: str, key: str) -> None:
+            self._body()
+            upload_id = uuid.uuid4().hex
+            uploads[upload_id] = Upload(bucket, key, datetime.now(UTC))
+            self._send_xml(
+                _xml(
+                    "InitiateMultipartUploadResult",
+                    {"Bucket": bucket, "Key": key, "UploadId": upload_id},
+                )
+            )
+
+        def _put_part(self, upload_id: str, number: int) -> None:
+            content = self._body()
+            upload = uploads.get(upload_id)
+            if upload is None:
+                self._error(HTTPStatus.NOT_FOUND, "NoSuchUpload", upload_id)
+                return
+            upload.parts[number] = (content, datetime.now(UTC))
+            self._send(HTTPStatus.OK, headers={"ETag": f'"{uuid.uuid4().hex}"'})
+
+        def _list_parts(self, upload_id: str) -> None:
+            upload = uploads.get(upload_id)
+            if upload is None:
+                self._error(HTTPStatus.NOT_FOUND, "NoSuchUpload", upload_id)
+                return
+            result = _xml("ListPartsResult", {"Key": upload.key, "UploadId": upload_id})
+            for number, (content, when) in sorted(upload.parts.items()):
+                entry = ElementTree.SubElement(result, "Part")
+                for name, text in (
+                    ("PartNumber", str(number)),
+                    ("LastModified", _iso(when)),
+                    ("Size", str(len(content))),
+                ):
+                    ElementTree.SubElement(entry, name).text = text
+            ElementTree.SubElement(result, "IsTruncated").text = "false"
+            self._send_xml(result)
+
+        def _age_uploads(self, by: timedelta) -> None:
+            self._body()
+            with lock:
+                for upload in uploads.values():
+                    upload.initiated -= by
+                    upload.parts = {n: (c, when - by) for n, (c, when) in upload.parts.items()}
+            self._send(HTTPStatus.NO_CONTENT)
+
+        def _complete(self, bucket: str, key: str, upload_id: str) -> None:
+            requested = ElementTree.fromstring(self._body() or b"<CompleteMultipartUpload/>")
+            upload = uploads.pop(upload_id, None)
+            if upload is None:
+                self._error(HTTPStatus.NOT_FOUND, "NoSuchUpload", upload_id)
+                return
+            numbers = [int(part.findtext("PartNumber") or 0) for part in requested.iter("Part")]
+            content = b"".join(upload.parts[number][0] for number in numbers)
+            obj = objects._checksums(
+                content,
+                objects._make_object_resource(
+                    f"http://{self.headers.get('Host')}",
+                    bucket,
+                    key,
+                    "application/octet-stream",
+                    str(len(content)),
+                ),
+            )
+            self.storage.create_file(bucket, key, content, obj)
+            result = _xml(
+                "CompleteMultipartUploadResult",
+                {"Bucket": bucket, "Key": key, "ETag": _etag(obj)},
+            )
+            body = b"<?xml version='1.0' encoding='UTF-8'?>" + ElementTree.tostring(result)
+            self._send(
+                HTTPStatus.OK,
+                body,
+                {"Content-Type": "application/xml", "x-goog-generation": obj["generation"]},
+            )
+
+        # -- buckets --------------------------------------------------------------------
+
+        def _bucket(self, method: str, bucket: str) -> None:
+            if method != "GET":
+                self._error(HTTPStatus.NOT_IMPLEMENTED, "NotImplemented", method)
+            elif not self._has_bucket(bucket):
+                self._no_bucket()
+            elif "uploads" in self.query:
+                self._list_uploads(bucket)
+            else:
+                self._list(bucket)
+
+        def _list(self, bucket: str) -> None:
+            prefix = self.query.get("prefix", "")
+            delimiter = self.query.get("delimiter") or None
+            after = self.query.get("continuation-token") or self.query.get("start-after", "")
+            limit = int(self.query.get("max-keys") or 1000)
+            found, prefixes = self.storage.get_file_list(bucket, prefix or None, delimiter)
+            found = [obj for obj in found if obj["name"] > after]
+            result = _xml(
+                "ListBucketResult",
+                {"Name": bucket, "Prefix": prefix, "KeyCount": str(len(found[:limit]))},
+            )
+            for obj in found[:limit]:
+                entry = ElementTree.SubElement(result, "Contents")
+                for name, text in (
+                    ("Key", obj["name"]),
+                    ("LastModified", _iso(_updated(obj))),
+                    ("ETag", _etag(obj)),
+                    ("Size", str(obj["size"])),
+                ):
+                    ElementTree.SubElement(entry, name).text = text
+            for common in prefixes if len(found) <= limit else []:
+                ElementTree.SubElement(
+                    ElementTree.SubElement(result, "CommonPrefixes"), "Prefix"
+                ).text = common
+            truncated = len(found) > limit
+            ElementTree.SubElement(result, "IsTruncated").text = str(truncated).lower()
+            if truncated:
+                ElementTree.SubElement(result, "NextContinuationToken").text = found[limit - 1][
+                    "name"
+                ]
+            self._send_xml(result)
+
+        def _list_uploads(self, bucket: str) -> None:
+            prefix = self.query.get("prefix", "")
+            result = _xml("ListMultipartUploadsResult", {"Bucket": bucket, "Prefix": prefix})
+            for upload_id, upload in sorted(uploads.items()):
+                if upload.bucket == bucket and upload.key.startswith(prefix):
+                    entry = ElementTree.SubElement(result, "Upload")
+                    for name, text in (
+                        ("Key", upload.key),
+                        ("UploadId", upload_id),
+                        ("Initiated", _iso(upload.initiated)),
+                    ):
+                        ElementTree.SubElement(entry, name).text = text
+            self._send_xml(result)
+
+        # -- methods --------------------------------------------------------------------
+
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            self._route("GET")
+
+        def do_HEAD(self) -> None:  # noqa: N802 (the name http.server calls)
+            self._route("HEAD")
+
+        def do_PUT(self) -> None:  # noqa: N802 (the name http.server calls)
+            self._route("PUT")
+
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+            self._route("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802 (the name http.server calls)
+            self._route("DELETE")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the tests read bakup's output, not the server's."""
+
+    return Handler
+
+
+def serve(port: int) -> None:
+    """Serve on 127.0.0.1:``port`` with in-memory storage until killed."""
+    from gcp_storage_emulator.storage import Storage
+
+    storage = Storage(use_memory_fs=True)
+    ThreadingHTTPServer(("127.0.0.1", port), partial(make_handler(), storage)).serve_forever()
+
+
+@dataclass
+class GcsServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    credentials: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket through the emulator's JSON API, as gcloud would."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project=bakup-test",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def object_names(self, bucket: str) -> list[str]:
+        """Every object in the bucket, read through the JSON API."""
+        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o", timeout=10) as r:
+            return sorted(item["name"] for item in json.load(r).get("items", []))
+
+    def pending_uploads(self, bucket: str) -> list[str]:
+        """The keys of the bucket's incomplete multipart uploads."""
+        with urllib.request.urlopen(f"{self.endpoint}/{bucket}?uploads", timeout=10) as r:
+            listing = ElementTree.fromstring(r.read())
+        return [upload.findtext("Key") or "" for upload in listing.iter("Upload")]
+
+    def age_uploads(self, seconds: float) -> None:
+        """Make every incomplete upload ``seconds`` older."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/_test/age-uploads?seconds={seconds}", method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def env(self) -> dict[str, str]:
+        """A service-account key file for the emulator, as a user would point to theirs."""
+        return {"GOOGLE_SERVICE_ACCOUNT": str(self.credentials)}
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def start(directory: Path) -> GcsServer:
+    """Start the emulator; its service-account file goes in ``directory``.
+
+    Raises:
+        RuntimeError: the emulator is not installed or did not start.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.support.postgres_server import free_port
+
+    port = free_port()
+    # object_store reads the emulator's address from the service-account file and, with
+    # disable_oauth, sends no token; it still parses the key, so a fresh throwaway one.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    credentials = directory / "gcs-service-account.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "gcs_base_url": f"http://127.0.0.1:{port}",
+                "disable_oauth": True,
+                "client_email": "bakup-test@bakup-test.iam.gserviceaccount.com",
+                "private_key": key.decode(),
+                "private_key_id": "bakup-test",
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, __file__, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return GcsServer(process, port, credentials)
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the GCS emulator did not start") from None
+            time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
