@@ -30,7 +30,10 @@ def open_storage(location: str | Path | tuple[str, ...]) -> Storage:
     if is_object_store(text):
         from bakup.storage.objectstore import ObjectStorage
 
-        return ObjectStorage(text, endpoint=os.environ.get("S3_ENDPOINT_URL") or None)
+        # S3_ENDPOINT_URL names an S3-compatible service: it must not redirect gs:// or az://
+        # destinations listed beside an s3:// one.
+        endpoint = os.environ.get("S3_ENDPOINT_URL") if text.startswith("s3://") else None
+        return ObjectStorage(text, endpoint=endpoint or None)
     if text.startswith("file://"):
         return LocalStorage(Path(text.removeprefix("file://")))
     return LocalStorage(Path(text))

@@ -132,3 +132,18 @@ def test_bakup_killed_mid_upload_leaves_no_backup_and_a_later_run_aborts_its_upl
         in pruned.stdout
     )
     assert "WARNING" not in pruned.stdout + pruned.stderr
+
+
+def test_s3_and_gcs_destinations_together(small_db: Database, gcs: GcsServer, s3) -> None:
+    # S3_ENDPOINT_URL is for the s3:// destination only: the gs:// one keeps its own address.
+    env = base_env(
+        DATABASE_URL=small_db.url,
+        STORAGE_URL="s3://backups/both gs://backups/both",
+        **s3.env(),
+        **gcs.env(),
+    )
+    result = run_bakup("backup", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [backup] = json.loads(run_bakup("list", "--json", env=env).stdout)
+    assert f"both/{backup['name']}" in gcs.object_names("backups")
+    assert run_bakup("verify", env=env).returncode == 0
