@@ -226,7 +226,11 @@ def _prune_one(
                 delete_backup(storage, backup)
                 log.info("Deleted %s: %s", backup.name, reason)
         if not dry_run:
-            for leftover in storage.clean_abandoned(has_manifest):
+            # Uploads are aborted here, after any backup of this run, not before it: the
+            # clients that list them (boto3 above all) would otherwise sit in memory beside
+            # the upload's buffers.
+            leftovers = storage.clean_abandoned(has_manifest) + storage.abort_abandoned_uploads()
+            for leftover in leftovers:
                 log.info("Removed leftover of an interrupted backup: %s", leftover)
     except BakupError as error:
         error.stage = "prune"

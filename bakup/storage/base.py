@@ -82,3 +82,8 @@ class Storage(abc.ABC):
         """Delete what interrupted runs left: unfinished writes and data objects whose
         manifest never came (``is_complete`` maps each data object to whether it has one),
         skipping anything a live writer still holds. Returns what was deleted."""
+
+    def abort_abandoned_uploads(self) -> list[str]:
+        """Abort the incomplete multipart uploads of runs that died mid-upload, where the
+        store keeps them; a failure to is logged, not raised. Returns what was aborted."""
+        return []

@@ -116,3 +116,6 @@ class MultiStorage(Storage):
             _, has_manifest = scan(member)
             removed += member.clean_abandoned(has_manifest)
         return removed
+
+    def abort_abandoned_uploads(self) -> list[str]:
+        return [name for member in self.members for name in member.abort_abandoned_uploads()]

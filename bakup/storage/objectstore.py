@@ -6,7 +6,7 @@ Objects cannot be renamed cheaply, so the data object is uploaded under its fina
 multipart upload stays invisible until it completes) and the manifest, written last, is what
 makes it a backup. A data object left without a manifest by a dead run is deleted by a later
 run once it is old enough that no live upload can own it; the incomplete multipart uploads of
-runs that died mid-upload are aborted by a later run too (``bakup.storage.uploads``).
+runs that died mid-upload are aborted by a later prune (``bakup.storage.uploads``).
 """
 
 from __future__ import annotations
@@ -213,11 +213,12 @@ class ObjectStorage(Storage):
             if is_complete.get(name) is False and now - meta["last_modified"] > ORPHAN_AFTER:
                 self.delete(name)
                 removed.append(name)
-        return removed + self._abort_abandoned_uploads(now)
+        return removed
 
-    def _abort_abandoned_uploads(self, now: datetime) -> list[str]:
-        """Abort the incomplete uploads of dead runs. Failing to is only a warning: it costs
-        storage, not backups, and a least-privilege key may not be allowed to list them."""
+    def abort_abandoned_uploads(self) -> list[str]:
+        # Failing to is only a warning: it costs storage, not backups, and a least-privilege
+        # key may not be allowed to list uploads.
+        now = datetime.now(UTC)
         parts = urlsplit(self.url)
         prefix = parts.path.strip("/")
         try:

@@ -147,3 +147,28 @@ def test_s3_and_gcs_destinations_together(small_db: Database, gcs: GcsServer, s3
     [backup] = json.loads(run_bakup("list", "--json", env=env).stdout)
     assert f"both/{backup['name']}" in gcs.object_names("backups")
     assert run_bakup("verify", env=env).returncode == 0
+
+
+def test_the_upload_cleaner_signs_in_with_the_service_account(
+    gcs: GcsServer, http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bakup.storage.uploads import GcsUploads, gcs_endpoint
+
+    # The emulator's account file, but with OAuth on and a local token endpoint in place of
+    # Google's: google-auth signs a JWT with the key and trades it for a token there.
+    account = json.loads(gcs.credentials.read_text())
+    account.pop("disable_oauth")
+    account["token_uri"] = f"{http.url}/token"
+    path = gcs.credentials.with_name("oauth-account.json")
+    path.write_text(json.dumps(account))
+    monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", str(path))
+    token = {"access_token": "ya29.local-token", "expires_in": 3600, "token_type": "Bearer"}
+    answer = (200, {"Content-Type": "application/json"}, json.dumps(token).encode())
+    http.answer(answer, answer)
+
+    base, headers = gcs_endpoint()
+    assert base == gcs.endpoint
+    assert headers == {"Authorization": "Bearer ya29.local-token"}
+    [request] = http.requests
+    assert request.path == "/token" and b"jwt-bearer" in request.body
+    assert GcsUploads("backups", "x/").pending() == []  # signs in again: one run, one token
