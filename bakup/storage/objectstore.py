@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -59,6 +60,13 @@ def storage_error(error: Exception, where: str, *, stage: str = "store") -> Stor
             stage=stage,
             transient=False,
         )
+    if "error sending request" in text or "Connection refused" in text:
+        return StorageError(
+            f"{where}: the store could not be reached (after retries): check the endpoint and "
+            "the network; scheduled runs retry",
+            stage=stage,
+        )
+    text = re.sub(r"^Generic \S+ error: ", "", text)
     return StorageError(f"{where}: {text[:300]}", stage=stage, transient=True)
 
 
@@ -123,8 +131,11 @@ class ObjectStorage(Storage):
         try:
             self.store = from_url(self.url, **options)
         except Exception as error:
+            # "Generic GCS error: GCP credential error: ..." -> "GCP credential error: ..."
+            reason = re.sub(r"^Generic \S+ error: ", "", str(error).splitlines()[0])
+            advice = ": check the cloud's credential variables" if "credential" in reason else ""
             raise StorageError(
-                f"STORAGE_URL {describe_url(url)}: {str(error).splitlines()[0]}", transient=False
+                f"STORAGE_URL {describe_url(url)}: {reason}{advice}", transient=False
             ) from None
 
     def describe(self) -> str:

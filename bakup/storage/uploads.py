@@ -86,10 +86,8 @@ class S3Uploads:
             # most S3-compatible services expect them).
             s3={"addressing_style": "path"} if endpoint else {},
         )
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        self.client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name=region or None, config=config
-        )
+        # Credentials and region: boto3 reads the same AWS_* variables and files as obstore.
+        self.client = boto3.client("s3", endpoint_url=endpoint, config=config)
 
     def pending(self) -> list[PendingUpload]:
         found = []

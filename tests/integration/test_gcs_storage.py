@@ -78,7 +78,8 @@ def test_an_unreadable_service_account_file_is_one_clear_line(
     result = run_bakup("backup", env=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "gs://backups/x" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("bakup: STORAGE_URL gs://backups/x: GCP cred")
+    assert lines[0].endswith("check the cloud's credential variables"), lines
     assert "not a key" not in result.stdout + result.stderr
 
 
@@ -89,7 +90,8 @@ def test_a_storage_outage_is_one_clear_line(small_db: Database, gcs: GcsServer) 
     result = run_bakup("backup", env=env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bakup: gs://backups/x"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bakup: gs://backups/x: the store could not be reached"), lines
 
 
 def test_bakup_killed_mid_upload_leaves_no_backup_and_a_later_run_aborts_its_upload(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import json
 import os
 import re
@@ -70,6 +71,29 @@ def _etag(obj: dict[str, Any]) -> str:
     return '"' + base64.b64decode(obj["md5Hash"]).hex() + '"'
 
 
+def _resource(bucket: str, key: str, content: bytes, content_type: str) -> dict[str, Any]:
+    """The object's metadata as the emulator's JSON API keeps and lists it."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    generation = str(time.time_ns())
+    md5 = base64.b64encode(hashlib.md5(content).digest()).decode()
+    return {
+        "kind": "storage#object",
+        "id": f"{bucket}/{key}/{generation}",
+        "name": key,
+        "bucket": bucket,
+        "generation": generation,
+        "metageneration": "1",
+        "contentType": content_type,
+        "timeCreated": stamp,
+        "updated": stamp,
+        "storageClass": "STANDARD",
+        "size": str(len(content)),
+        "md5Hash": md5,
+        "etag": md5,
+    }
+
+
 def _updated(obj: dict[str, Any]) -> datetime:
     return datetime.strptime(obj["updated"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
@@ -78,7 +102,6 @@ def make_handler() -> type:
     """The request handler class: the emulator's, with the XML API in front of it."""
     from gcp_storage_emulator import server as emulator
     from gcp_storage_emulator.exceptions import NotFound
-    from gcp_storage_emulator.handlers import objects
 
     lock = threading.Lock()
     uploads: dict[str, Upload] = {}
@@ -183,11 +206,7 @@ def make_handler() -> type:
 
         def _store(self, bucket: str, key: str, content: bytes) -> None:
             content_type = self.headers.get("Content-Type", "application/octet-stream")
-            base_url = f"http://{self.headers.get('Host')}"
-            obj = objects._make_object_resource(
-                base_url, bucket, key, content_type, str(len(content))
-            )
-            obj = objects._checksums(content, obj)
+            obj = _resource(bucket, key, content, content_type)
             self.storage.create_file(bucket, key, content, obj)
             self._send(
                 HTTPStatus.OK,
@@ -271,16 +290,7 @@ def make_handler() -> type:
                 return
             numbers = [int(part.findtext("PartNumber") or 0) for part in requested.iter("Part")]
             content = b"".join(upload.parts[number][0] for number in numbers)
-            obj = objects._checksums(
-                content,
-                objects._make_object_resource(
-                    f"http://{self.headers.get('Host')}",
-                    bucket,
-                    key,
-                    "application/octet-stream",
-                    str(len(content)),
-                ),
-            )
+            obj = _resource(bucket, key, content, "application/octet-stream")
             self.storage.create_file(bucket, key, content, obj)
             result = _xml(
                 "CompleteMultipartUploadResult",
