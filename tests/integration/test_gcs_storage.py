@@ -174,3 +174,32 @@ def test_the_upload_cleaner_signs_in_with_the_service_account(
     [request] = http.requests
     assert request.path == "/token" and b"jwt-bearer" in request.body
     assert GcsUploads("backups", "x/").pending() == []  # signs in again: one run, one token
+
+
+def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
+    big_db: Database, tmp_path: Path, gcs: GcsServer
+) -> None:
+    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=4)
+    env = base_env(
+        DATABASE_URL=big_db.url,
+        STORAGE_URL="gs://backups/big",
+        COMPRESSION="none",
+        PG_BIN_DIR=str(slow),
+        **gcs.env(),
+    )
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    gcs.stop()
+    stdout, stderr = backup.communicate(timeout=300)
+    assert backup.returncode == 1
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("bakup: gs://backups/big/postgres_backup_"), line
+    assert ": the store could not be reached (after retries): check the endpoint" in line
+    assert "ERROR: Failed to create backup" in stdout
