@@ -203,3 +203,28 @@ def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     assert line.startswith("bakup: gs://backups/big/postgres_backup_"), line
     assert ": the store could not be reached (after retries): check the endpoint" in line
     assert "ERROR: Failed to create backup" in stdout
+
+
+def test_a_cleaner_that_cannot_sign_in_warns_and_the_backup_still_succeeds(
+    small_db: Database, gcs: GcsServer, http
+) -> None:
+    # obstore signs its own requests with the key (a self-signed JWT); the cleaner trades the
+    # key for a token, and here the token endpoint refuses it.
+    account = json.loads(gcs.credentials.read_text())
+    account.pop("disable_oauth")
+    account["token_uri"] = f"{http.url}/token"
+    path = gcs.credentials.with_name("oauth-account.json")
+    path.write_text(json.dumps(account))
+    refusal = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+    http.answer((400, {"Content-Type": "application/json"}, json.dumps(refusal).encode()))
+    env = base_env(
+        DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", GOOGLE_SERVICE_ACCOUNT=str(path)
+    )
+    result = run_bakup("backup", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    [warning] = [line for line in output.splitlines() if "WARNING" in line]
+    assert "gs://backups/x: could not clean up incomplete uploads (RefreshError" in warning
+    assert "lifecycle rule" in warning
+    assert private_key(gcs)[:40] not in output
+    assert len(json.loads(run_bakup("list", "--json", env=env).stdout)) == 1
