@@ -40,9 +40,15 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{parts.path}".rstrip("/")
 
 
+def first_line(error: Exception) -> str:
+    """The error's first line, without obstore's "Generic S3 error: " kind of prefix."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r"^Generic \S+ error: ", "", lines[0])
+
+
 def storage_error(error: Exception, where: str, *, stage: str = "store") -> StorageError:
     """One line for a failed object-store call, transient unless retrying cannot help."""
-    text = str(error).split("\n")[0]
+    text = first_line(error)
     if "NoSuchBucket" in str(error) or "ContainerNotFound" in str(error):
         return StorageError(
             f"{where}: the bucket does not exist: create it or fix STORAGE_URL",
@@ -66,7 +72,6 @@ def storage_error(error: Exception, where: str, *, stage: str = "store") -> Stor
             "the network; scheduled runs retry",
             stage=stage,
         )
-    text = re.sub(r"^Generic \S+ error: ", "", text)
     return StorageError(f"{where}: {text[:300]}", stage=stage, transient=True)
 
 
@@ -131,8 +136,7 @@ class ObjectStorage(Storage):
         try:
             self.store = from_url(self.url, **options)
         except Exception as error:
-            # "Generic GCS error: GCP credential error: ..." -> "GCP credential error: ..."
-            reason = re.sub(r"^Generic \S+ error: ", "", str(error).splitlines()[0])
+            reason = first_line(error)
             advice = ": check the cloud's credential variables" if "credential" in reason else ""
             raise StorageError(
                 f"STORAGE_URL {describe_url(url)}: {reason}{advice}", transient=False
@@ -230,26 +234,22 @@ class ObjectStorage(Storage):
         # Failing to is only a warning: it costs storage, not backups, and a least-privilege
         # key may not be allowed to list uploads.
         now = datetime.now(UTC)
-        parts = urlsplit(self.url)
-        prefix = parts.path.strip("/")
         try:
-            pending = uploads.for_url(
-                parts.scheme, parts.hostname or "", f"{prefix}/" if prefix else "", self.endpoint
-            )
+            pending = uploads.for_url(self.url, self.endpoint)
             if pending is None:
                 return []
             removed = []
-            for upload in uploads.abandoned(pending.pending(), now):
+            for upload in uploads.abandoned(pending.pending(), now, ORPHAN_AFTER):
                 pending.abort(upload)
                 removed.append(f"{os.path.basename(upload.key)} (incomplete upload)")
             return removed
         except Exception as error:
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
             log.warning(
-                "WARNING: %s: could not clean up incomplete uploads (%s%s): allow listing and "
-                "aborting multipart uploads, or give the bucket a lifecycle rule that aborts them",
+                "WARNING: %s: could not clean up incomplete uploads (%s: %s); backups are not "
+                "affected. The credentials must be able to list and abort multipart uploads, "
+                "or give the bucket a lifecycle rule that aborts them",
                 self.describe(),
                 type(error).__name__,
-                f": {reason}" if reason else "",
+                first_line(error)[:200],
             )
             return []

@@ -5,8 +5,9 @@ An upload that is never completed lists no object, so nothing mistakes it for a 
 its parts stay stored (and billed) until it is aborted, and obstore has no call that lists
 them. S3 and GCS both answer the S3-style ListMultipartUploads, ListParts and
 AbortMultipartUpload requests; bakup asks them for the uploads under its own prefix and aborts
-those nothing has been added to for ``QUIET_FOR``. A live upload adds a part every few
-megabytes of compressed dump, so only a dead (or hopelessly stuck) one stays quiet that long.
+those nothing has been added to for a while (``ORPHAN_AFTER`` in ``objectstore``). A live upload
+adds a part every few megabytes of compressed dump, so only a dead (or hopelessly stuck) one
+stays quiet that long.
 Azure needs none of this: it discards uncommitted blocks by itself after a week.
 """
 
@@ -19,26 +20,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
-QUIET_FOR = timedelta(minutes=15)
 GCS_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class PendingUpload:
-    """One incomplete multipart upload: its key in the bucket and when it last grew."""
+    """One incomplete multipart upload: its key in the bucket and when it last grew (its
+    newest part, or its start if it has none)."""
 
     key: str
     upload_id: str
-    initiated: datetime
     last_activity: datetime
 
 
 def abandoned(
-    uploads: Iterable[PendingUpload], now: datetime, quiet_for: timedelta = QUIET_FOR
+    uploads: Iterable[PendingUpload], now: datetime, quiet_for: timedelta
 ) -> list[PendingUpload]:
     """The uploads nothing was added to for longer than ``quiet_for`` before ``now``."""
     return [upload for upload in uploads if now - upload.last_activity > quiet_for]
@@ -56,12 +56,17 @@ class Uploads(Protocol):
         ...
 
 
-def for_url(scheme: str, bucket: str, prefix: str, endpoint: str | None) -> Uploads | None:
-    """The uploads of a ``s3://`` or ``gs://`` destination; None for stores without any."""
-    if scheme == "s3":
-        return S3Uploads(bucket, prefix, endpoint)
-    if scheme == "gs":
-        return GcsUploads(bucket, prefix)
+def for_url(url: str, endpoint: str | None) -> Uploads | None:
+    """The uploads of an ``s3://bucket/prefix`` or ``gs://`` destination, the keys of the
+    backups directly under the prefix; None for stores that need no cleaning (``az://``).
+    Raises whatever the cloud's client raises when it cannot be set up."""
+    parts = urlsplit(url)
+    prefix = parts.path.strip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    if parts.scheme == "s3":
+        return S3Uploads(parts.netloc, prefix, endpoint)
+    if parts.scheme == "gs":
+        return GcsUploads(parts.netloc, prefix)
     return None
 
 
@@ -106,7 +111,7 @@ class S3Uploads:
         ):
             for part in page.get("Parts", []):
                 latest = max(latest, part["LastModified"])
-        return PendingUpload(upload["Key"], upload["UploadId"], upload["Initiated"], latest)
+        return PendingUpload(upload["Key"], upload["UploadId"], latest)
 
     def abort(self, upload: PendingUpload) -> None:
         self.client.abort_multipart_upload(
@@ -210,14 +215,14 @@ class GcsUploads:
             }
 
     def _described(self, key: str, upload_id: str, upload: ElementTree.Element) -> PendingUpload:
-        initiated = latest = _time(_text(upload, "Initiated"))
+        latest = _time(_text(upload, "Initiated"))
         params = {"uploadId": upload_id}
         while True:
             result = self._get(self._object_path(key), params)
             for part in _children(result, "Part"):
                 latest = max(latest, _time(_text(part, "LastModified")))
             if _text(result, "IsTruncated") != "true":
-                return PendingUpload(key, upload_id, initiated, latest)
+                return PendingUpload(key, upload_id, latest)
             params = {**params, "part-number-marker": _text(result, "NextPartNumberMarker")}
 
     def abort(self, upload: PendingUpload) -> None:
