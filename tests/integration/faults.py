@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import REPO
 from tests.support.postgres_server import find_server_bin
 
 
@@ -53,6 +56,35 @@ def pausing_pg_bin(directory: Path, *, pause_after_bytes: int, pause_seconds: fl
     )
     script.chmod(0o755)
     return directory
+
+
+def interrupt_mid_upload(
+    env: dict[str, str],
+    *,
+    uploading: Callable[[], bool],
+    interrupt: Callable[[subprocess.Popen[str]], object],
+    timeout: float = 60,
+) -> tuple[int, str, str]:
+    """Start ``bakup backup`` with ``env`` (whose PG_BIN_DIR should pause, see
+    ``pausing_pg_bin``), wait until ``uploading()`` sees its multipart upload in the store,
+    then ``interrupt(process)``; returns the exit status, stdout and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not uploading():
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise AssertionError("the backup never started its upload: " + process.stderr.read())
+        time.sleep(0.1)
+    interrupt(process)
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
 
 
 def is_root() -> bool:

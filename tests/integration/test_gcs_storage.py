@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Database, base_env, run_bakup
-from tests.integration.faults import pausing_pg_bin
+from tests.conftest import Database, base_env, run_bakup
+from tests.integration.faults import interrupt_mid_upload, pausing_pg_bin
 from tests.integration.storage_cycle import full_cycle
 from tests.support import gcs_server
 from tests.support.gcs_server import GcsServer
@@ -34,6 +31,18 @@ def private_key(server: GcsServer) -> str:
     """The key's base64 body, without the PEM armour that is the same in every key."""
     pem = json.loads(server.credentials.read_text())["private_key"]
     return "".join(pem.strip().splitlines()[1:-1])
+
+
+def oauth_account(gcs: GcsServer, http) -> Path:
+    """The emulator's service-account file, but with OAuth on and the local ``http`` receiver
+    as its token endpoint in place of Google's, where google-auth trades a signed JWT for a
+    token (the test scripts the answer)."""
+    account = json.loads(gcs.credentials.read_text())
+    account.pop("disable_oauth")
+    account["token_uri"] = f"{http.url}/token"
+    path = gcs.credentials.with_name("oauth-account.json")
+    path.write_text(json.dumps(account))
+    return path
 
 
 def test_backup_list_verify_restore_and_prune_in_google_cloud_storage(
@@ -97,22 +106,17 @@ def test_a_storage_outage_is_one_clear_line(small_db: Database, gcs: GcsServer) 
 def test_bakup_killed_mid_upload_leaves_no_backup_and_a_later_run_aborts_its_upload(
     big_db: Database, tmp_path: Path, gcs: GcsServer
 ) -> None:
-    # A pg_dump that pauses after 12 MB, so parts of the upload are stored when bakup dies.
+    # Uncompressed and paused after 12 MB: the multipart upload is under way when bakup dies.
     slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=5)
-    # Uncompressed, so the 12 MB reach the store as they are: more than one part.
     env = base_env(
         DATABASE_URL=big_db.url, STORAGE_URL="gs://backups/big", COMPRESSION="none", **gcs.env()
     )
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "backup"],
-        env={**env, "PG_BIN_DIR": str(slow)},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    status, _, _ = interrupt_mid_upload(
+        {**env, "PG_BIN_DIR": str(slow)},
+        uploading=lambda: bool(gcs.pending_uploads("backups")),
+        interrupt=lambda process: process.send_signal(signal.SIGKILL),
     )
-    time.sleep(3)
-    backup.send_signal(signal.SIGKILL)
-    backup.wait()
+    assert status == -signal.SIGKILL
 
     assert json.loads(run_bakup("list", "--json", env=env).stdout) == []
     assert not any("postgres_backup_" in name for name in gcs.object_names("backups"))
@@ -156,13 +160,7 @@ def test_the_upload_cleaner_signs_in_with_the_service_account(
 ) -> None:
     from bakup.storage.uploads import GcsUploads, gcs_endpoint
 
-    # The emulator's account file, but with OAuth on and a local token endpoint in place of
-    # Google's: google-auth signs a JWT with the key and trades it for a token there.
-    account = json.loads(gcs.credentials.read_text())
-    account.pop("disable_oauth")
-    account["token_uri"] = f"{http.url}/token"
-    path = gcs.credentials.with_name("oauth-account.json")
-    path.write_text(json.dumps(account))
+    path = oauth_account(gcs, http)
     monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", str(path))
     token = {"access_token": "ya29.local-token", "expires_in": 3600, "token_type": "Bearer"}
     answer = (200, {"Content-Type": "application/json"}, json.dumps(token).encode())
@@ -179,7 +177,7 @@ def test_the_upload_cleaner_signs_in_with_the_service_account(
 def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     big_db: Database, tmp_path: Path, gcs: GcsServer
 ) -> None:
-    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=4)
+    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=5)
     env = base_env(
         DATABASE_URL=big_db.url,
         STORAGE_URL="gs://backups/big",
@@ -187,18 +185,12 @@ def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
         PG_BIN_DIR=str(slow),
         **gcs.env(),
     )
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "backup"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    status, stdout, stderr = interrupt_mid_upload(
+        env,
+        uploading=lambda: bool(gcs.pending_uploads("backups")),
+        interrupt=lambda _: gcs.stop(),
     )
-    time.sleep(2.5)
-    gcs.stop()
-    stdout, stderr = backup.communicate(timeout=300)
-    assert backup.returncode == 1
+    assert status == 1
     [line] = stderr.strip().splitlines()
     assert line.startswith("bakup: gs://backups/big/postgres_backup_"), line
     assert ": the store could not be reached (after retries): check the endpoint" in line
@@ -210,11 +202,7 @@ def test_a_cleaner_that_cannot_sign_in_warns_and_the_backup_still_succeeds(
 ) -> None:
     # obstore signs its own requests with the key (a self-signed JWT); the cleaner trades the
     # key for a token, and here the token endpoint refuses it.
-    account = json.loads(gcs.credentials.read_text())
-    account.pop("disable_oauth")
-    account["token_uri"] = f"{http.url}/token"
-    path = gcs.credentials.with_name("oauth-account.json")
-    path.write_text(json.dumps(account))
+    path = oauth_account(gcs, http)
     refusal = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
     http.answer((400, {"Content-Type": "application/json"}, json.dumps(refusal).encode()))
     env = base_env(

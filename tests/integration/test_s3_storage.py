@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Database, base_env, run_bakup
-from tests.integration.faults import pausing_pg_bin
+from tests.conftest import Database, base_env, run_bakup
+from tests.integration.faults import interrupt_mid_upload, pausing_pg_bin
 from tests.integration.storage_cycle import full_cycle
 from tests.support import s3_server
 from tests.support.s3_server import SECRET_KEY, S3Server
@@ -77,27 +74,28 @@ def test_an_unknown_storage_scheme_is_a_configuration_error(small_db: Database) 
     assert "STORAGE_URL" in result.stderr
 
 
-def test_the_store_dying_mid_upload_fails_the_backup_and_leaves_nothing_local(
+def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     big_db: Database, tmp_path: Path, s3: S3Server
 ) -> None:
-    # A pg_dump that pauses after 8 MB, so the upload is in flight when the store dies.
-    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=8_000_000, pause_seconds=4)
+    # Uncompressed and paused after 12 MB: the multipart upload is under way when it dies.
+    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=5)
     env = base_env(
-        DATABASE_URL=big_db.url, STORAGE_URL="s3://backups/big", PG_BIN_DIR=str(slow), **s3.env()
+        DATABASE_URL=big_db.url,
+        STORAGE_URL="s3://backups/big",
+        COMPRESSION="none",
+        PG_BIN_DIR=str(slow),
+        **s3.env(),
     )
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "backup"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    client = s3.client()
+    status, stdout, stderr = interrupt_mid_upload(
+        env,
+        uploading=lambda: bool(client.list_multipart_uploads(Bucket="backups").get("Uploads")),
+        interrupt=lambda _: s3.stop(),
     )
-    time.sleep(2.5)
-    s3.stop()
-    stdout, stderr = backup.communicate(timeout=300)
-    assert backup.returncode == 1
-    assert len(stderr.strip().splitlines()) == 1 and "s3://backups/big" in stderr
+    assert status == 1
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("bakup: s3://backups/big/postgres_backup_"), line
+    assert ": the store could not be reached (after retries)" in line
     assert "ERROR: Failed to create backup" in stdout
     assert SECRET_KEY not in stdout + stderr
 
@@ -105,13 +103,12 @@ def test_the_store_dying_mid_upload_fails_the_backup_and_leaves_nothing_local(
 def test_incomplete_uploads_of_dead_runs_are_aborted_and_live_ones_kept(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
-
+    from bakup.storage.objectstore import ORPHAN_AFTER
     from bakup.storage.uploads import S3Uploads, abandoned
 
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    client = s3.client()
     started = {}
     for key in (
         "prod/postgres_backup_20261125_020000.sql.gz",
@@ -129,9 +126,9 @@ def test_incomplete_uploads_of_dead_runs_are_aborted_and_live_ones_kept(
     assert pending.key == "prod/postgres_backup_20261125_020000.sql.gz"
     assert pending.upload_id == started[pending.key]
     now = datetime.now(UTC)
-    assert abandoned([pending], now) == []  # fresh: its run may be alive
+    assert abandoned([pending], now, ORPHAN_AFTER) == []  # fresh: its run may be alive
 
-    for dead in abandoned([pending], now + timedelta(hours=1)):
+    for dead in abandoned([pending], now + timedelta(hours=1), ORPHAN_AFTER):
         uploads.abort(dead)
     left = client.list_multipart_uploads(Bucket="backups")["Uploads"]
     assert sorted(upload["Key"] for upload in left) == [
@@ -143,10 +140,8 @@ def test_incomplete_uploads_of_dead_runs_are_aborted_and_live_ones_kept(
 def test_a_backup_leaves_a_live_looking_upload_alone_without_warning(
     small_db: Database, s3: S3Server
 ) -> None:
-    import boto3
-
     env = base_env(DATABASE_URL=small_db.url, STORAGE_URL="s3://backups/prod", **s3.env())
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    client = s3.client()
     key = "prod/postgres_backup_1.sql.gz"
     upload_id = client.create_multipart_upload(Bucket="backups", Key=key)["UploadId"]
     # A part just uploaded is what tells a live upload here: moto reports a fixed date in

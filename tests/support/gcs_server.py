@@ -56,9 +56,12 @@ class Upload:
     parts: dict[int, tuple[bytes, datetime]] = field(default_factory=dict)
 
 
-def _xml(root: str, children: dict[str, str] | None = None) -> ElementTree.Element:
-    element = ElementTree.Element(root)
-    for name, text in (children or {}).items():
+def _xml(
+    tag: str, children: dict[str, str], parent: ElementTree.Element | None = None
+) -> ElementTree.Element:
+    """An element holding one text element per entry of ``children``, under ``parent``."""
+    element = ElementTree.Element(tag) if parent is None else ElementTree.SubElement(parent, tag)
+    for name, text in children.items():
         ElementTree.SubElement(element, name).text = text
     return element
 
@@ -159,9 +162,11 @@ def make_handler() -> type:
             if not head:
                 self.wfile.write(body)
 
-        def _send_xml(self, element: ElementTree.Element) -> None:
+        def _send_xml(
+            self, element: ElementTree.Element, headers: dict[str, str] | None = None
+        ) -> None:
             body = b"<?xml version='1.0' encoding='UTF-8'?>" + ElementTree.tostring(element)
-            self._send(HTTPStatus.OK, body, {"Content-Type": "application/xml"})
+            self._send(HTTPStatus.OK, body, {"Content-Type": "application/xml", **(headers or {})})
 
         def _error(self, status: HTTPStatus, code: str, message: str, head: bool = False) -> None:
             self._body()
@@ -264,14 +269,12 @@ def make_handler() -> type:
                 return
             result = _xml("ListPartsResult", {"Key": upload.key, "UploadId": upload_id})
             for number, (content, when) in sorted(upload.parts.items()):
-                entry = ElementTree.SubElement(result, "Part")
-                for name, text in (
-                    ("PartNumber", str(number)),
-                    ("LastModified", _iso(when)),
-                    ("Size", str(len(content))),
-                ):
-                    ElementTree.SubElement(entry, name).text = text
-            ElementTree.SubElement(result, "IsTruncated").text = "false"
+                part = {
+                    "PartNumber": str(number),
+                    "LastModified": _iso(when),
+                    "Size": str(len(content)),
+                }
+                _xml("Part", part, result)
             self._send_xml(result)
 
         def _age_uploads(self, by: timedelta) -> None:
@@ -292,15 +295,10 @@ def make_handler() -> type:
             content = b"".join(upload.parts[number][0] for number in numbers)
             obj = _resource(bucket, key, content, "application/octet-stream")
             self.storage.create_file(bucket, key, content, obj)
-            result = _xml(
-                "CompleteMultipartUploadResult",
-                {"Bucket": bucket, "Key": key, "ETag": _etag(obj)},
-            )
-            body = b"<?xml version='1.0' encoding='UTF-8'?>" + ElementTree.tostring(result)
-            self._send(
-                HTTPStatus.OK,
-                body,
-                {"Content-Type": "application/xml", "x-goog-generation": obj["generation"]},
+            result = {"Bucket": bucket, "Key": key, "ETag": _etag(obj)}
+            self._send_xml(
+                _xml("CompleteMultipartUploadResult", result),
+                {"x-goog-generation": obj["generation"]},
             )
 
         # -- buckets --------------------------------------------------------------------
@@ -316,35 +314,21 @@ def make_handler() -> type:
                 self._list(bucket)
 
         def _list(self, bucket: str) -> None:
+            # Always the whole listing in one page: bakup's folders hold a few hundred objects.
             prefix = self.query.get("prefix", "")
             delimiter = self.query.get("delimiter") or None
-            after = self.query.get("continuation-token") or self.query.get("start-after", "")
-            limit = int(self.query.get("max-keys") or 1000)
             found, prefixes = self.storage.get_file_list(bucket, prefix or None, delimiter)
-            found = [obj for obj in found if obj["name"] > after]
-            result = _xml(
-                "ListBucketResult",
-                {"Name": bucket, "Prefix": prefix, "KeyCount": str(len(found[:limit]))},
-            )
-            for obj in found[:limit]:
-                entry = ElementTree.SubElement(result, "Contents")
-                for name, text in (
-                    ("Key", obj["name"]),
-                    ("LastModified", _iso(_updated(obj))),
-                    ("ETag", _etag(obj)),
-                    ("Size", str(obj["size"])),
-                ):
-                    ElementTree.SubElement(entry, name).text = text
-            for common in prefixes if len(found) <= limit else []:
-                ElementTree.SubElement(
-                    ElementTree.SubElement(result, "CommonPrefixes"), "Prefix"
-                ).text = common
-            truncated = len(found) > limit
-            ElementTree.SubElement(result, "IsTruncated").text = str(truncated).lower()
-            if truncated:
-                ElementTree.SubElement(result, "NextContinuationToken").text = found[limit - 1][
-                    "name"
-                ]
+            result = _xml("ListBucketResult", {"Name": bucket, "Prefix": prefix})
+            for obj in found:
+                entry = {
+                    "Key": obj["name"],
+                    "LastModified": _iso(_updated(obj)),
+                    "ETag": _etag(obj),
+                    "Size": str(obj["size"]),
+                }
+                _xml("Contents", entry, result)
+            for common in prefixes:
+                _xml("CommonPrefixes", {"Prefix": common}, result)
             self._send_xml(result)
 
         def _list_uploads(self, bucket: str) -> None:
@@ -352,13 +336,12 @@ def make_handler() -> type:
             result = _xml("ListMultipartUploadsResult", {"Bucket": bucket, "Prefix": prefix})
             for upload_id, upload in sorted(uploads.items()):
                 if upload.bucket == bucket and upload.key.startswith(prefix):
-                    entry = ElementTree.SubElement(result, "Upload")
-                    for name, text in (
-                        ("Key", upload.key),
-                        ("UploadId", upload_id),
-                        ("Initiated", _iso(upload.initiated)),
-                    ):
-                        ElementTree.SubElement(entry, name).text = text
+                    entry = {
+                        "Key": upload.key,
+                        "UploadId": upload_id,
+                        "Initiated": _iso(upload.initiated),
+                    }
+                    _xml("Upload", entry, result)
             self._send_xml(result)
 
         # -- methods --------------------------------------------------------------------

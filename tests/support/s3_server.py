@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from tests.support.postgres_server import free_port
 
@@ -28,6 +29,18 @@ class S3Server:
     def create_bucket(self, name: str) -> None:
         request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
         urllib.request.urlopen(request, timeout=10).close()
+
+    def client(self) -> Any:
+        """A boto3 client for the server, to look at the bucket from outside bakup."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables and the endpoint, as a user would set them."""
