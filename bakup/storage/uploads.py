@@ -137,9 +137,10 @@ def _time(text: str) -> datetime:
 
 def gcs_endpoint() -> tuple[str, dict[str, str]]:
     """GCS's XML API address and the headers that authorise a request, found the way
-    obstore finds them: a service-account file or key from the standard variables, else
+    obstore finds them: a service-account file or key from the standard variables, signing
+    its own JWT as obstore does (no token exchange, so it works wherever obstore works), else
     Application Default Credentials; ``gcs_base_url`` and ``disable_oauth`` in the file (or
-    ``GOOGLE_BASE_URL``) point at an emulator."""
+    ``GOOGLE_BASE_URL``) point at an emulator. Raises what google-auth raises."""
     key = os.environ.get("GOOGLE_SERVICE_ACCOUNT_KEY")
     path = next(
         (
@@ -170,7 +171,7 @@ def gcs_endpoint() -> tuple[str, dict[str, str]]:
 
         if info.get("type") == "service_account":
             credentials = service_account.Credentials.from_service_account_info(
-                info, scopes=[GCS_SCOPE]
+                info, scopes=[GCS_SCOPE], always_use_jwt_access=True
             )
         else:
             credentials, _ = google.auth.default(scopes=[GCS_SCOPE])

@@ -33,18 +33,6 @@ def private_key(server: GcsServer) -> str:
     return "".join(pem.strip().splitlines()[1:-1])
 
 
-def oauth_account(gcs: GcsServer, http) -> Path:
-    """The emulator's service-account file, but with OAuth on and the local ``http`` receiver
-    as its token endpoint in place of Google's, where google-auth trades a signed JWT for a
-    token (the test scripts the answer)."""
-    account = json.loads(gcs.credentials.read_text())
-    account.pop("disable_oauth")
-    account["token_uri"] = f"{http.url}/token"
-    path = gcs.credentials.with_name("oauth-account.json")
-    path.write_text(json.dumps(account))
-    return path
-
-
 def test_backup_list_verify_restore_and_prune_in_google_cloud_storage(
     small_db: Database, target_database: Database, gcs: GcsServer
 ) -> None:
@@ -74,6 +62,20 @@ def test_a_missing_bucket_is_one_clear_line(small_db: Database, gcs: GcsServer) 
     assert result.stderr.strip().splitlines() == [
         "bakup: gs://no-such-bucket/x: the bucket does not exist: create it or fix STORAGE_URL"
     ]
+
+
+def test_wrong_credentials_are_one_clear_line_without_the_key(
+    small_db: Database, gcs: GcsServer
+) -> None:
+    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", **gcs.impostor_env())
+    result = run_bakup("backup", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "bakup: gs://backups/x: the credentials were refused: "
+        "check the cloud's credential variables"
+    ]
+    impostor = json.loads(Path(env["GOOGLE_SERVICE_ACCOUNT"]).read_text())["private_key"]
+    assert impostor.splitlines()[1] not in result.stdout + result.stderr
 
 
 def test_an_unreadable_service_account_file_is_one_clear_line(
@@ -113,26 +115,27 @@ def test_bakup_killed_mid_upload_leaves_no_backup_and_a_later_run_aborts_its_upl
     )
     status, _, _ = interrupt_mid_upload(
         {**env, "PG_BIN_DIR": str(slow)},
-        uploading=lambda: bool(gcs.pending_uploads("backups")),
+        uploading=lambda: bool(gcs.pending_uploads()),
         interrupt=lambda process: process.send_signal(signal.SIGKILL),
     )
     assert status == -signal.SIGKILL
 
     assert json.loads(run_bakup("list", "--json", env=env).stdout) == []
     assert not any("postgres_backup_" in name for name in gcs.object_names("backups"))
-    [left] = gcs.pending_uploads("backups")  # its parts are stored, but it is no backup
+    [left] = gcs.pending_uploads()  # its parts are stored, but it is no backup
     assert left.startswith("big/postgres_backup_")
 
     again = run_bakup("backup", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(json.loads(run_bakup("list", "--json", env=env).stdout)) == 1
     # Too recent to be sure its run is dead: left alone.
-    assert gcs.pending_uploads("backups") == [left]
+    assert gcs.pending_uploads() == [left]
 
-    gcs.age_uploads(3600)
+    # An hour later: aborted, through the XML API, signed with the same key as the uploads.
+    gcs.control("age-uploads?seconds=3600")
     pruned = run_bakup("prune", env=env)
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
-    assert gcs.pending_uploads("backups") == []
+    assert gcs.pending_uploads() == []
     assert (
         f"Removed leftover of an interrupted backup: {left.split('/')[-1]} (incomplete upload)"
         in pruned.stdout
@@ -155,25 +158,6 @@ def test_s3_and_gcs_destinations_together(small_db: Database, gcs: GcsServer, s3
     assert run_bakup("verify", env=env).returncode == 0
 
 
-def test_the_upload_cleaner_signs_in_with_the_service_account(
-    gcs: GcsServer, http, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from bakup.storage.uploads import GcsUploads, gcs_endpoint
-
-    path = oauth_account(gcs, http)
-    monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", str(path))
-    token = {"access_token": "ya29.local-token", "expires_in": 3600, "token_type": "Bearer"}
-    answer = (200, {"Content-Type": "application/json"}, json.dumps(token).encode())
-    http.answer(answer, answer)
-
-    base, headers = gcs_endpoint()
-    assert base == gcs.endpoint
-    assert headers == {"Authorization": "Bearer ya29.local-token"}
-    [request] = http.requests
-    assert request.path == "/token" and b"jwt-bearer" in request.body
-    assert GcsUploads("backups", "x/").pending() == []  # signs in again: one run, one token
-
-
 def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     big_db: Database, tmp_path: Path, gcs: GcsServer
 ) -> None:
@@ -187,7 +171,7 @@ def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     )
     status, stdout, stderr = interrupt_mid_upload(
         env,
-        uploading=lambda: bool(gcs.pending_uploads("backups")),
+        uploading=lambda: bool(gcs.pending_uploads()),
         interrupt=lambda _: gcs.stop(),
     )
     assert status == 1
@@ -197,22 +181,16 @@ def test_the_store_dying_mid_upload_fails_the_backup_in_one_line(
     assert "ERROR: Failed to create backup" in stdout
 
 
-def test_a_cleaner_that_cannot_sign_in_warns_and_the_backup_still_succeeds(
-    small_db: Database, gcs: GcsServer, http
+def test_a_key_that_may_not_list_uploads_warns_and_the_backup_still_succeeds(
+    small_db: Database, gcs: GcsServer
 ) -> None:
-    # obstore signs its own requests with the key (a self-signed JWT); the cleaner trades the
-    # key for a token, and here the token endpoint refuses it.
-    path = oauth_account(gcs, http)
-    refusal = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-    http.answer((400, {"Content-Type": "application/json"}, json.dumps(refusal).encode()))
-    env = base_env(
-        DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", GOOGLE_SERVICE_ACCOUNT=str(path)
-    )
+    gcs.control("deny-upload-listing")  # a least-privilege key: no storage.multipartUploads.list
+    env = base_env(DATABASE_URL=small_db.url, STORAGE_URL="gs://backups/x", **gcs.env())
     result = run_bakup("backup", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     [warning] = [line for line in output.splitlines() if "WARNING" in line]
-    assert "gs://backups/x: could not clean up incomplete uploads (RefreshError" in warning
-    assert "lifecycle rule" in warning
+    assert "gs://backups/x: could not clean up incomplete uploads (HTTPStatusError" in warning
+    assert "backups are not affected" in warning and "lifecycle rule" in warning
     assert private_key(gcs)[:40] not in output
     assert len(json.loads(run_bakup("list", "--json", env=env).stdout)) == 1

@@ -8,10 +8,17 @@ GET and HEAD with ETag, Last-Modified and ranges, DELETE, ``?list-type=2`` listi
 storage and hands every other request (the JSON API: bucket creation, object listings) to
 the emulator unchanged, so both APIs see the same buckets and objects.
 
-Run as a program (``python tests/support/gcs_server.py PORT``) it serves until killed, so a
-test can kill it in the middle of an upload; ``start()`` does that and waits for the port.
-``POST /_test/age-uploads?seconds=N`` makes every incomplete upload N seconds older, so a test
-can see what a later run does with the leftovers of one that died an hour ago.
+Like GCS, it checks credentials: every XML API request must carry a bearer JWT signed with the
+service account's key (what object_store and google-auth send for a service account), checked
+against the public key it is started with; anything else gets 401. The JSON API is left open
+for the test's own setup.
+
+Run as a program (``python tests/support/gcs_server.py PORT PUBLIC_KEY_PEM``) it serves until
+killed, so a test can kill it in the middle of an upload; ``start()`` does that and waits for
+the port. Test-only controls: ``POST /_test/age-uploads?seconds=N`` makes every incomplete
+upload N seconds older (what a later run does with the leftovers of one that died an hour
+ago), ``POST /_test/deny-upload-listing`` refuses listing uploads from then on (a key without
+that permission), ``GET /_test/uploads`` lists the keys of incomplete uploads.
 """
 
 from __future__ import annotations
@@ -101,13 +108,35 @@ def _updated(obj: dict[str, Any]) -> datetime:
     return datetime.strptime(obj["updated"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def make_handler() -> type:
-    """The request handler class: the emulator's, with the XML API in front of it."""
+def _signed_by(authorization: str, key: Any) -> bool:
+    """Whether ``authorization`` is ``Bearer <JWT>`` with an RS256 signature by ``key``'s
+    private half and an expiry still ahead."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def decoded(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    try:
+        header, claims, signature = authorization.removeprefix("Bearer ").split(".")
+        key.verify(
+            decoded(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return json.loads(decoded(claims))["exp"] > time.time()
+    except (ValueError, KeyError, InvalidSignature):
+        return False
+
+
+def make_handler(trusted_key: Any) -> type:
+    """The request handler class: the emulator's, with the XML API in front of it, open only
+    to requests signed by the private half of ``trusted_key``."""
     from gcp_storage_emulator import server as emulator
     from gcp_storage_emulator.exceptions import NotFound
 
     lock = threading.Lock()
     uploads: dict[str, Upload] = {}
+    denied: set[str] = set()
 
     class Handler(emulator.RequestHandler):
         protocol_version = "HTTP/1.1"
@@ -118,11 +147,16 @@ def make_handler() -> type:
             parts = urlsplit(self.path)
             self.query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             path = parts.path
-            if path == "/_test/age-uploads":
-                self._age_uploads(timedelta(seconds=float(self.query["seconds"])))
+            if path.startswith("/_test/"):
+                self._test_control(path)
                 return
             if path in ("/", "/wipe") or path.startswith(JSON_API):
                 self._emulator(method)
+                return
+            if not _signed_by(self.headers.get("Authorization", ""), trusted_key):
+                message = "Invalid credentials."
+                head = method == "HEAD"
+                self._error(HTTPStatus.UNAUTHORIZED, "AuthenticationRequired", message, head)
                 return
             try:
                 with lock:
@@ -277,12 +311,20 @@ def make_handler() -> type:
                 _xml("Part", part, result)
             self._send_xml(result)
 
-        def _age_uploads(self, by: timedelta) -> None:
+        def _test_control(self, path: str) -> None:
             self._body()
             with lock:
-                for upload in uploads.values():
-                    upload.initiated -= by
-                    upload.parts = {n: (c, when - by) for n, (c, when) in upload.parts.items()}
+                if path == "/_test/uploads":
+                    keys = sorted(upload.key for upload in uploads.values())
+                    self._send(HTTPStatus.OK, json.dumps(keys).encode())
+                    return
+                if path == "/_test/age-uploads":
+                    by = timedelta(seconds=float(self.query["seconds"]))
+                    for upload in uploads.values():
+                        upload.initiated -= by
+                        upload.parts = {n: (c, t - by) for n, (c, t) in upload.parts.items()}
+                elif path == "/_test/deny-upload-listing":
+                    denied.add("list-uploads")
             self._send(HTTPStatus.NO_CONTENT)
 
         def _complete(self, bucket: str, key: str, upload_id: str) -> None:
@@ -308,6 +350,9 @@ def make_handler() -> type:
                 self._error(HTTPStatus.NOT_IMPLEMENTED, "NotImplemented", method)
             elif not self._has_bucket(bucket):
                 self._no_bucket()
+            elif "uploads" in self.query and "list-uploads" in denied:
+                message = "The caller does not have storage.multipartUploads.list access."
+                self._error(HTTPStatus.FORBIDDEN, "AccessDenied", message)
             elif "uploads" in self.query:
                 self._list_uploads(bucket)
             else:
@@ -367,12 +412,41 @@ def make_handler() -> type:
     return Handler
 
 
-def serve(port: int) -> None:
-    """Serve on 127.0.0.1:``port`` with in-memory storage until killed."""
+def serve(port: int, public_key: Path) -> None:
+    """Serve on 127.0.0.1:``port`` with in-memory storage until killed, accepting requests
+    signed by the private half of the PEM public key in ``public_key``."""
+    from cryptography.hazmat.primitives import serialization
     from gcp_storage_emulator.storage import Storage
 
+    trusted = serialization.load_pem_public_key(public_key.read_bytes())
     storage = Storage(use_memory_fs=True)
-    ThreadingHTTPServer(("127.0.0.1", port), partial(make_handler(), storage)).serve_forever()
+    handler = partial(make_handler(trusted), storage)
+    ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+
+
+def service_account(path: Path, port: int) -> Any:
+    """Write a service-account key file for the emulator on ``port`` with a fresh key, as
+    Google hands them out plus ``gcs_base_url``; returns the key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    account = {
+        "type": "service_account",
+        "gcs_base_url": f"http://127.0.0.1:{port}",
+        "client_email": "bakup-test@bakup-test.iam.gserviceaccount.com",
+        "private_key": pem.decode(),
+        "private_key_id": path.stem,
+        # Never called: the key signs its own tokens (see bakup.storage.uploads).
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(account))
+    return key
 
 
 @dataclass
@@ -400,22 +474,25 @@ class GcsServer:
         with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o", timeout=10) as r:
             return sorted(item["name"] for item in json.load(r).get("items", []))
 
-    def pending_uploads(self, bucket: str) -> list[str]:
-        """The keys of the bucket's incomplete multipart uploads."""
-        with urllib.request.urlopen(f"{self.endpoint}/{bucket}?uploads", timeout=10) as r:
-            listing = ElementTree.fromstring(r.read())
-        return [upload.findtext("Key") or "" for upload in listing.iter("Upload")]
+    def pending_uploads(self) -> list[str]:
+        """The keys of the incomplete multipart uploads."""
+        with urllib.request.urlopen(f"{self.endpoint}/_test/uploads", timeout=10) as r:
+            return json.load(r)
 
-    def age_uploads(self, seconds: float) -> None:
-        """Make every incomplete upload ``seconds`` older."""
-        request = urllib.request.Request(
-            f"{self.endpoint}/_test/age-uploads?seconds={seconds}", method="POST"
-        )
+    def control(self, action: str) -> None:
+        """A test-only control: ``age-uploads?seconds=N`` or ``deny-upload-listing``."""
+        request = urllib.request.Request(f"{self.endpoint}/_test/{action}", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
 
     def env(self) -> dict[str, str]:
-        """A service-account key file for the emulator, as a user would point to theirs."""
+        """The service-account key file the emulator trusts, as a user would point to theirs."""
         return {"GOOGLE_SERVICE_ACCOUNT": str(self.credentials)}
+
+    def impostor_env(self) -> dict[str, str]:
+        """A well-formed service-account key file with a key the emulator does not trust."""
+        impostor = self.credentials.with_name("impostor-account.json")
+        service_account(impostor, self.port)
+        return {"GOOGLE_SERVICE_ACCOUNT": str(impostor)}
 
     def stop(self) -> None:
         self.process.kill()
@@ -429,33 +506,19 @@ def start(directory: Path) -> GcsServer:
         RuntimeError: the emulator is not installed or did not start.
     """
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     from tests.support.postgres_server import free_port
 
     port = free_port()
-    # object_store reads the emulator's address from the service-account file and, with
-    # disable_oauth, sends no token; it still parses the key, so a fresh throwaway one.
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     credentials = directory / "gcs-service-account.json"
-    credentials.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "gcs_base_url": f"http://127.0.0.1:{port}",
-                "disable_oauth": True,
-                "client_email": "bakup-test@bakup-test.iam.gserviceaccount.com",
-                "private_key": key.decode(),
-                "private_key_id": "bakup-test",
-            }
-        )
+    public_key = directory / "gcs-trusted-key.pem"
+    public_key.write_bytes(
+        service_account(credentials, port)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     process = subprocess.Popen(
-        [sys.executable, __file__, str(port)],
+        [sys.executable, __file__, str(port), str(public_key)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
@@ -473,4 +536,4 @@ def start(directory: Path) -> GcsServer:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), Path(sys.argv[2]))
