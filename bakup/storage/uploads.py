@@ -139,8 +139,8 @@ def gcs_endpoint() -> tuple[str, dict[str, str]]:
     """GCS's XML API address and the headers that authorise a request, found the way
     obstore finds them: a service-account file or key from the standard variables, signing
     its own JWT as obstore does (no token exchange, so it works wherever obstore works), else
-    Application Default Credentials; ``gcs_base_url`` and ``disable_oauth`` in the file (or
-    ``GOOGLE_BASE_URL``) point at an emulator. Raises what google-auth raises."""
+    Application Default Credentials; ``gcs_base_url`` in the file (or ``GOOGLE_BASE_URL``)
+    points at an emulator. Raises what google-auth raises."""
     key = os.environ.get("GOOGLE_SERVICE_ACCOUNT_KEY")
     path = next(
         (
@@ -160,8 +160,6 @@ def gcs_endpoint() -> tuple[str, dict[str, str]]:
         or info.get("gcs_base_url")
         or "https://storage.googleapis.com"
     )
-    if info.get("disable_oauth"):
-        return base.rstrip("/"), {}
     token = os.environ.get("GOOGLE_BEARER_TOKEN")
     if not token:
         import google.auth
