@@ -1,10 +1,16 @@
 """Reads a pg_dump custom-format archive as it streams past and counts each table's rows.
 
-With pg_dump's compression off, the archive is a header, a table of contents (TOC) and then one
-data block per table, each a sequence of length-prefixed chunks of COPY text. COPY text has one
-line per row (newlines inside values are escaped), so a table's row count is the number of
-newlines in its chunks, less the ``\\.`` end-of-data marker that pg_dump appends. Counting as the
-bytes pass gives exact counts taken in the dump's own snapshot at no extra read of the database.
+The archive is a header, a table of contents (TOC) and then one data block per table, each a
+sequence of length-prefixed chunks ended by a zero length. With pg_dump's compression off
+(``--compress=0``, as bakup runs it) the chunks are COPY text; with pg_dump's default
+(``-Fc`` alone, as older cron scripts ran it) each block's chunks are together one zlib stream
+of that text, inflated here piece by piece so memory stays flat. COPY text has one line per row
+(newlines inside values are escaped), so a table's row count is the number of newlines in it,
+less the ``\\.`` end-of-data marker that pg_dump appends. Counting as the bytes pass gives exact
+counts taken in the dump's own snapshot at no extra read of the database.
+
+Archives whose data pg_dump compressed with lz4 or zstd (archive version 1.15 and later) are
+refused: only pg_restore reads those.
 
 Only what is needed to stay in step with the stream is decoded; the layout follows pg_dump's
 ``pg_backup_archiver.c`` and ``pg_backup_custom.c`` for archive versions 1.12 to 1.16.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,10 +31,14 @@ BLOCK_BLOBS = 3
 END_OF_COPY = b"\\.\n\n\n"
 OLDEST_VERSION = (1, 12)
 NEWEST_VERSION = (1, 16)
+# The compression-algorithm byte of archive version 1.15 and later (pg_compress_algorithm).
+DATA_COMPRESSIONS = {0: "none", 1: "gzip", 2: "lz4", 3: "zstd"}
+# Inflate at most this much at a time: a block of highly compressible rows stays small.
+INFLATE_LIMIT = 256 * 1024
 
 
 class ArchiveFormatError(ValueError):
-    """The stream is not an uncompressed custom-format archive, or it is truncated."""
+    """The stream is not a custom-format archive bakup can read, or it is truncated."""
 
 
 class _NeedMore(Exception):
@@ -42,6 +53,8 @@ class ArchiveSummary:
     server_version: str = ""
     pg_dump_version: str = ""
     database: str = ""
+    # How pg_dump compressed the data blocks inside the archive: "none" or "gzip" (zlib).
+    data_compression: str = "none"
     row_counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,8 +94,9 @@ class RowCounter:
     """Feed it the archive's bytes in order; it counts the rows of every table's data.
 
     ``feed`` takes chunks of any size; ``finish`` checks the stream ended between blocks and
-    returns the summary. Both raise ArchiveFormatError for a stream that is not an
-    uncompressed custom-format archive or that stops in the middle of an item.
+    returns the summary. Both raise ArchiveFormatError for a stream that is not a
+    custom-format archive with uncompressed or zlib-compressed data, whose compressed data
+    does not inflate, or that stops in the middle of an item.
     """
 
     def __init__(self) -> None:
@@ -95,6 +109,9 @@ class RowCounter:
         self._block_newlines = 0
         self._int_size = 4
         self._offset_size = 8
+        self._inflater: zlib._Decompress | None = None
+        self._inflated_tail = b""  # the last bytes of the block's text, to spot the marker
+        self._inflated_size = 0
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the archive."""
@@ -147,10 +164,21 @@ class RowCounter:
         cursor.int_size = self._int_size
         if cursor.byte() != FORMAT_CUSTOM:
             raise ArchiveFormatError("the archive is not in pg_dump's custom format (-Fc)")
-        # 1.15 added an algorithm byte (0 is none); before it, a zlib level (0 is none).
-        compressed = (cursor.byte() if (major, minor) >= (1, 15) else cursor.integer()) != 0
-        if compressed:
-            raise ArchiveFormatError("pg_dump compressed the archive itself; run it with -Z0")
+        # 1.15 added an algorithm byte (0 is none); before it, a zlib level (0 is none, -1
+        # zlib's default level, which is what pg_dump -Fc used when given no -Z).
+        if (major, minor) >= (1, 15):
+            algorithm = cursor.byte()
+            compression = DATA_COMPRESSIONS.get(algorithm)
+            if compression is None:
+                raise ArchiveFormatError(f"unknown data compression {algorithm} in the header")
+        else:
+            compression = "none" if cursor.integer() == 0 else "gzip"
+        if compression not in ("none", "gzip"):
+            raise ArchiveFormatError(
+                f"pg_dump compressed this archive's data with {compression}: bakup cannot "
+                "count its rows; only pg_restore can check such an archive"
+            )
+        self.summary.data_compression = compression
         for _ in range(7):  # creation time: sec, min, hour, mday, mon, year, isdst
             cursor.integer()
         self.summary.database = cursor.string() or ""
@@ -207,10 +235,16 @@ class RowCounter:
                 else:
                     raise ArchiveFormatError(f"unexpected block type {kind} in the archive")
             elif state == "data":
-                pos, newlines, ended = scan_data(buffer, pos, self._int_size)
-                self._block_newlines += newlines
+                if self.summary.data_compression == "none":
+                    pos, newlines, ended = scan_data(buffer, pos, self._int_size)
+                    self._block_newlines += newlines
+                else:
+                    pos, payload, ended = gather_chunks(buffer, pos, self._int_size)
+                    self._inflate(payload)
                 if not ended:  # the buffer ended inside the block
                     break
+                if self.summary.data_compression != "none":
+                    self._end_inflating()
                 self._end_data_block(self._block_newlines)
             elif state == "blob-oid":
                 if end - pos < header:
@@ -228,6 +262,60 @@ class RowCounter:
                 if length == 0:
                     self._state = "blob-oid"
         del buffer[:pos]
+
+    def _inflate(self, payload: bytes) -> None:
+        """Inflate the next compressed bytes of a data block and count the newlines in them."""
+        data = payload
+        while data:
+            if self._inflater is None:
+                # 32 added to the window bits accepts a zlib or a gzip header alike.
+                self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+            inflater = self._inflater
+            try:
+                text = inflater.decompress(data, INFLATE_LIMIT)
+            except zlib.error as error:
+                raise ArchiveFormatError(
+                    f"a table's compressed data does not inflate ({error})"
+                ) from None
+            self._count_text(text)
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                # One stream per block is what pg_dump writes; should another follow, read
+                # it the same way rather than drop its rows.
+                data = inflater.unused_data + data
+                self._inflater = None
+
+    def _count_text(self, text: bytes) -> None:
+        self._block_newlines += text.count(b"\n")
+        self._inflated_size += len(text)
+        self._inflated_tail = (self._inflated_tail + text)[-len(END_OF_COPY) - 1 :]
+
+    def _end_inflating(self) -> None:
+        """At a compressed block's end: check its stream was whole, take off the marker."""
+        inflater, self._inflater = self._inflater, None
+        if inflater is not None:
+            # Output held back by the per-call limit comes out here, then the stream must
+            # have ended: a block cut short inside its zlib stream is a corrupt archive.
+            try:
+                while not inflater.eof:
+                    text = inflater.decompress(inflater.unconsumed_tail, INFLATE_LIMIT)
+                    if not text:
+                        break
+                    self._count_text(text)
+            except zlib.error as error:
+                raise ArchiveFormatError(
+                    f"a table's compressed data does not inflate ({error})"
+                ) from None
+            if not inflater.eof:
+                raise ArchiveFormatError("a table's compressed data ends before its stream does")
+        # Compressed, the end-of-data marker is the text's last line rather than a chunk of
+        # its own. A COPY row cannot be "\\." alone (a backslash in a value is doubled), so a
+        # marker at the start of a line is pg_dump's and its three newlines are no rows.
+        tail, size = self._inflated_tail, self._inflated_size
+        if tail.endswith(END_OF_COPY) and (size == len(END_OF_COPY) or tail[0:1] == b"\n"):
+            self._block_newlines -= 3
+        self._inflated_tail = b""
+        self._inflated_size = 0
 
     def _end_data_block(self, newlines: int) -> None:
         if self._block_table is not None:
@@ -279,10 +367,35 @@ def scan_data_python(buffer: bytearray, pos: int, int_size: int) -> tuple[int, i
     return pos, newlines, False
 
 
+def gather_chunks_python(buffer: bytearray, pos: int, int_size: int) -> tuple[int, bytes, bool]:
+    """Walk a data block's chunks from ``pos`` and join their payloads (compressed data).
+
+    Given the buffer, where the next chunk header starts and the archive's int size; returns
+    the position reached, the payloads of the whole chunks in the buffer joined together and
+    whether the block's end was reached (else the buffer ended first). ``bakup._rowscan``
+    does the same in C with one copy.
+    """
+    header = 1 + int_size
+    end = len(buffer)
+    unpack_length = _length_reader(int_size)
+    pieces = []
+    while end - pos >= header:
+        (length,) = unpack_length(buffer, pos)
+        start = pos + header
+        if length == 0:
+            return start, b"".join(pieces), True
+        if end - start < length:
+            break
+        pieces.append(buffer[start : start + length])
+        pos = start + length
+    return pos, b"".join(pieces), False
+
+
 try:
-    from bakup._rowscan import scan_data
+    from bakup._rowscan import gather_chunks, scan_data
 except ImportError:  # not compiled (no C compiler at install time): same result, slower
     scan_data = scan_data_python
+    gather_chunks = gather_chunks_python
 
 
 def count_rows(archive: bytes) -> ArchiveSummary:

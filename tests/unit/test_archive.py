@@ -3,12 +3,20 @@ pieces, truncated, compressed; and the C and Python row scanners agreeing."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bakup import archive
-from bakup.archive import ArchiveFormatError, RowCounter, count_rows, scan_data_python
+from bakup.archive import (
+    ArchiveFormatError,
+    RowCounter,
+    count_rows,
+    gather_chunks_python,
+    scan_data_python,
+)
 
 END = b"\\.\n\n\n"
 
@@ -45,6 +53,17 @@ def data_block(dump_id: int, rows: list[bytes], *, chunking: int = 1) -> bytes:
     return block + pg_int(len(END)) + END + pg_int(0)
 
 
+def zlib_data_block(dump_id: int, rows: list[bytes], *, chunk_size: int = 4096) -> bytes:
+    """A data block as pg_dump -Fc writes it: the rows and the end marker as one zlib stream,
+    cut into chunks of ``chunk_size`` compressed bytes."""
+    stream = zlib.compress(b"".join(rows) + END, 6)
+    block = b"\x01" + pg_int(dump_id)
+    for index in range(0, len(stream), chunk_size):
+        piece = stream[index : index + chunk_size]
+        block += pg_int(len(piece)) + piece
+    return block + pg_int(0)
+
+
 def blobs_block(dump_id: int, blobs: dict[int, bytes]) -> bytes:
     block = b"\x03" + pg_int(dump_id)
     for oid, content in blobs.items():
@@ -57,14 +76,18 @@ def make_archive(
     tables: dict[str, list[bytes]] | None = None,
     *,
     compressed: bool = False,
+    level: int = 6,
+    algorithm: int = 1,
     blobs: dict[int, bytes] | None = None,
 ) -> bytes:
+    """A whole archive; ``compressed`` writes the data blocks as zlib streams, and gives the
+    header ``level`` (before 1.15) or ``algorithm`` (1.15 and later)."""
     tables = {"public.a": [b"1\tx\n"]} if tables is None else tables
     head = b"PGDMP" + bytes([version[0], version[1], 0, 4, 8, 1])
     if version >= (1, 15):
-        head += bytes([1 if compressed else 0])
+        head += bytes([algorithm if compressed else 0])
     else:
-        head += pg_int(6 if compressed else 0)
+        head += pg_int(level if compressed else 0)
     head += b"".join(pg_int(value) for value in (0, 0, 2, 24, 10, 126, 0))
     head += pg_str("shop") + pg_str("16.4") + pg_str("16.4")
     entries = [(index + 1, name) for index, name in enumerate(tables)]
@@ -73,7 +96,8 @@ def make_archive(
         namespace, _, tag = name.partition(".")
         toc += toc_entry(version, dump_id, "TABLE DATA", namespace, tag)
     toc += toc_entry(version, 99, "BLOBS", "", "BLOBS")
-    body = b"".join(data_block(dump_id, tables[name]) for dump_id, name in entries)
+    write_block = zlib_data_block if compressed else data_block
+    body = b"".join(write_block(dump_id, tables[name]) for dump_id, name in entries)
     if blobs:
         body += blobs_block(99, blobs)
     return head + toc + body
@@ -133,10 +157,63 @@ def test_truncated_archives_are_rejected(cut: int, phrase: str) -> None:
         count_rows(whole[:cut])
 
 
-@pytest.mark.parametrize("version", [(1, 14), (1, 15)])
-def test_an_archive_compressed_by_pg_dump_is_rejected(version: tuple[int, int]) -> None:
-    with pytest.raises(ArchiveFormatError, match="-Z0"):
-        count_rows(make_archive(version, compressed=True))
+TABLES = {
+    "public.a": [b"%d\tname %d\n" % (n, n * n) for n in range(5000)],
+    "sales.orders": [b"1\tmulti\\nline\\\\text\n", b"2\t\\.\n"],
+    "public.empty": [],
+    "public.no_columns": [b"\n"] * 4,
+}
+COUNTS = {"public.a": 5000, "sales.orders": 2, "public.empty": 0, "public.no_columns": 4}
+
+
+@pytest.mark.parametrize(("version", "level"), [((1, 14), -1), ((1, 14), 6), ((1, 15), 6)])
+def test_rows_are_counted_when_pg_dump_compressed_the_data_with_zlib(
+    version: tuple[int, int], level: int
+) -> None:
+    summary = count_rows(make_archive(version, TABLES, compressed=True, level=level))
+    assert summary.row_counts == COUNTS
+    assert summary.data_compression == "gzip"
+
+
+def test_an_uncompressed_archive_says_so() -> None:
+    assert count_rows(make_archive((1, 14))).data_compression == "none"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_split_of_a_compressed_stream_gives_the_same_counts(data: st.DataObject) -> None:
+    whole = make_archive((1, 14), TABLES, compressed=True, blobs={7: b"\n" * 50})
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=30)))
+    counter = RowCounter()
+    for start, stop in zip([0, *cuts], [*cuts, len(whole)], strict=True):
+        counter.feed(whole[start:stop])
+    assert counter.finish().row_counts == COUNTS
+
+
+def test_a_block_of_rows_that_inflates_far_beyond_the_limit_is_counted() -> None:
+    rows = [b"x" * 1000 + b"\n"] * 2000  # 2 MB of text in a few kB of zlib
+    assert count_rows(make_archive((1, 14), {"public.a": rows}, compressed=True)).row_counts == {
+        "public.a": 2000
+    }
+
+
+@pytest.mark.parametrize(("algorithm", "name"), [(2, "lz4"), (3, "zstd")])
+def test_lz4_and_zstd_data_are_refused_naming_pg_restore(algorithm: int, name: str) -> None:
+    archive_bytes = make_archive((1, 15), compressed=True, algorithm=algorithm)
+    with pytest.raises(ArchiveFormatError, match=f"with {name}: .*only pg_restore"):
+        count_rows(archive_bytes)
+
+
+def test_a_compressed_block_cut_short_or_garbled_is_rejected() -> None:
+    stream = zlib.compress(b"1\n2\n" + END)
+    head = make_archive((1, 14), {"public.a": []}, compressed=True)
+    head = head[: head.rindex(b"\x01" + pg_int(1))]  # up to the data block
+    cut = head + b"\x01" + pg_int(1) + pg_int(len(stream) - 4) + stream[:-4] + pg_int(0)
+    with pytest.raises(ArchiveFormatError, match="ends before its stream does"):
+        count_rows(cut)
+    garbled = head + b"\x01" + pg_int(1) + pg_int(len(stream)) + b"\xff" * len(stream)
+    with pytest.raises(ArchiveFormatError, match="does not inflate"):
+        count_rows(garbled + pg_int(0))
 
 
 def test_something_else_than_an_archive_is_rejected() -> None:
@@ -159,3 +236,12 @@ def test_the_c_scanner_and_the_python_scanner_agree(
     block = data_block(1, rows, chunking=chunking)[5:]  # chunks only, after the block header
     buffer = bytearray(block[: max(0, len(block) - cut)])
     assert archive.scan_data(buffer, 0, 4) == scan_data_python(buffer, 0, 4)
+
+
+@pytest.mark.skipif(archive.gather_chunks is gather_chunks_python, reason="C scanner not built")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=50), st.integers(0, 50))
+def test_the_c_and_python_chunk_gatherers_agree(chunks: list[bytes], cut: int) -> None:
+    block = b"".join(pg_int(len(chunk)) + chunk for chunk in chunks) + pg_int(0)
+    buffer = bytearray(b"junk" + block[: max(0, len(block) - cut)])
+    assert archive.gather_chunks(buffer, 4, 4) == gather_chunks_python(buffer, 4, 4)
