@@ -64,20 +64,54 @@ def load_identities(path: Path) -> list[Any]:
     return identities
 
 
+class _WatchedSink:
+    """Passes writes on to ``sink`` and keeps the first exception it raised.
+
+    pyrage turns an exception raised by the writer it is given into its own EncryptError,
+    which would hide a storage failure (and whether it is transient) behind "encryption
+    failed"; keeping the original lets the caller re-raise it unchanged.
+    """
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self.error: BaseException | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._sink.write(data))
+        except BaseException as error:
+            if self.error is None:
+                self.error = error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._sink.flush()
+        except BaseException as error:
+            if self.error is None:
+                self.error = error
+            raise
+
+
 class EncryptingWriter(io.RawIOBase):
-    """Write plaintext to it; age ciphertext goes to ``sink`` (written from a thread)."""
+    """Write plaintext to it; age ciphertext goes to ``sink`` (written from a thread).
+
+    A failure of ``sink`` itself (a StorageError, an OSError) comes out of ``write`` or
+    ``close`` unchanged; only a failure of the encryption becomes an EncryptionError.
+    """
 
     def __init__(self, sink: Any, recipients: list[Any]) -> None:
         read_end, write_end = os.pipe()
         self._pipe = os.fdopen(write_end, "wb", buffering=1 << 20)
         self._error: BaseException | None = None
+        watched = _WatchedSink(sink)
 
         def run() -> None:
             with os.fdopen(read_end, "rb") as source:
                 try:
-                    pyrage.encrypt_io(source, sink, recipients)
+                    pyrage.encrypt_io(source, watched, recipients)
                 except BaseException as error:  # reported by close()
-                    self._error = error
+                    self._error = watched.error or error
 
         self._thread = threading.Thread(target=run, name="age-encrypt", daemon=True)
         self._thread.start()
@@ -104,7 +138,7 @@ class EncryptingWriter(io.RawIOBase):
         self._thread.join()
         if self._error is not None:
             error, self._error = self._error, None
-            if isinstance(error, OSError):
+            if isinstance(error, (OSError, BakupError)):
                 raise error  # a storage failure, reported as such by the pipeline
             raise EncryptionError(f"encryption failed: {error}", stage="store") from None
 
