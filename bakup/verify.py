@@ -37,13 +37,14 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
-from bakup.pgtools import explain_failure, find_program
+from bakup.pgtools import die_with_parent, explain_failure, find_program
 from bakup.restore import restore_backup
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
 
 READ_SIZE = 1 << 20
+LIST_TIMEOUT_SECONDS = 300
 SCRATCH_PREFIX = "bakup_verify_"
 # A scratch database this old with nobody connected belongs to an interrupted run.
 SCRATCH_ABANDONED_SECONDS = 600
@@ -115,39 +116,30 @@ def _read_back(
     storage: Storage, backup: Backup, pg_restore: str, identities: list[Any] | None
 ) -> _ReadBack:
     """Stream the stored backup once: hash it, decompress it, count its rows and feed it to
-    ``pg_restore --list``. Raises VerifyError if it does not decompress, StorageError if it
-    cannot be read."""
+    ``pg_restore --list``. Raises VerifyError if it does not decompress or pg_restore hangs,
+    StorageError if it cannot be read, BakupError if it cannot be decrypted.
+
+    pg_restore is killed and waited for on every way out, so a long-lived worker never
+    accumulates stray or zombie children.
+    """
     counter = RowCounter()
     with (
         tempfile.TemporaryFile() as listing,
         tempfile.TemporaryFile() as errors,
         storage.open_reader(backup.name) as stored,
     ):
-        process = subprocess.Popen(
-            (pg_restore, "--list"), stdin=subprocess.PIPE, stdout=listing, stderr=errors
-        )
-        assert process.stdin is not None
         hashing = _HashingReader(stored)
-        stream = open_archive(
-            io.BufferedReader(hashing),
-            encrypted=backup.encrypted,
-            compression=get_compression(backup.compression),
-            identities=identities,
+        process = subprocess.Popen(
+            (pg_restore, "--list"),
+            stdin=subprocess.PIPE,
+            stdout=listing,
+            stderr=errors,
+            preexec_fn=die_with_parent,
         )
-        feeding = True
         unreadable = None
         returncode = -1
         try:
-            while chunk := stream.read(READ_SIZE):
-                counter.feed(chunk)
-                if feeding:
-                    try:
-                        process.stdin.write(chunk)
-                    except BrokenPipeError:
-                        feeding = False  # pg_restore --list stops reading after the TOC
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-            returncode = process.wait(timeout=300)
+            returncode = _feed_archive(backup, hashing, process, counter, identities)
         except ArchiveFormatError as error:
             unreadable = f"{backup.name} does not hold a pg_dump archive: {error}"
         except (EOFError, ValueError, zstandard.ZstdError, OSError) as error:
@@ -157,10 +149,7 @@ def _read_back(
                 ) from None
             unreadable = f"{backup.name} does not decompress as {backup.compression}: {error}"
         finally:
-            stream.close()
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            _stop(process)
         if unreadable is not None:
             # Hash the rest too: a checksum mismatch is the clearer diagnosis of corruption.
             while hashing.read(READ_SIZE):
@@ -176,6 +165,58 @@ def _read_back(
             list_errors=errors.read().decode("utf-8", "replace"),
             unreadable=unreadable,
         )
+
+
+def _feed_archive(
+    backup: Backup,
+    hashing: _HashingReader,
+    process: subprocess.Popen[bytes],
+    counter: RowCounter,
+    identities: list[Any] | None,
+) -> int:
+    """Decrypt and decompress the stored bytes into ``counter`` and pg_restore's stdin;
+    returns pg_restore's exit status. Raises what reading, decrypting, decompressing or
+    parsing raises; VerifyError when pg_restore does not finish."""
+    assert process.stdin is not None
+    stream = open_archive(
+        io.BufferedReader(hashing),
+        encrypted=backup.encrypted,
+        compression=get_compression(backup.compression),
+        identities=identities,
+    )
+    try:
+        feeding = True
+        while chunk := stream.read(READ_SIZE):
+            counter.feed(chunk)
+            if feeding:
+                try:
+                    process.stdin.write(chunk)
+                except BrokenPipeError:
+                    feeding = False  # pg_restore --list stops reading after the TOC
+    finally:
+        stream.close()
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.close()
+    try:
+        return process.wait(timeout=LIST_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise VerifyError(
+            f"pg_restore --list did not finish reading {backup.name} within "
+            f"{LIST_TIMEOUT_SECONDS} s",
+            stage="verify",
+            transient=True,
+        ) from None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Close the child's stdin, kill it if it still runs and reap it."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    if process.poll() is None:
+        with contextlib.suppress(OSError):
+            process.kill()
+        process.wait()
 
 
 def check_integrity(
