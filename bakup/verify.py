@@ -10,7 +10,9 @@ Two levels:
   the scratch database afterwards, whatever happens. Without the privilege to create a
   database this falls back to integrity and says so.
 
-Scratch databases left by an interrupted run are dropped by the next one.
+Scratch databases left by an interrupted run are dropped by the next one: each run holds an
+advisory lock on the verify server for as long as its scratch database exists, and only
+databases whose lock is free (their owner is gone) are dropped, however old.
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import re
 import secrets
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,7 +44,7 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
-from bakup.pgtools import die_with_parent, explain_failure, find_program
+from bakup.pgtools import diagnose, die_with_parent, explain_failure, find_program
 from bakup.restore import restore_backup
 from bakup.storage.base import Storage
 
@@ -46,8 +53,8 @@ log = logging.getLogger("bakup")
 READ_SIZE = 1 << 20
 LIST_TIMEOUT_SECONDS = 300
 SCRATCH_PREFIX = "bakup_verify_"
-# A scratch database this old with nobody connected belongs to an interrupted run.
-SCRATCH_ABANDONED_SECONDS = 600
+# First half of the advisory lock key a scratch database's owner holds ("baku").
+SCRATCH_LOCK_CLASS = 0x62616B75
 
 _TABLE_COUNTS = """
     SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
@@ -274,88 +281,179 @@ def restore_test(
     server: ConnectionParams,
     pg_bin_dir: Path | None = None,
     identities: list[Any] | None = None,
+    *,
+    server_variable: str = "DATABASE_URL",
 ) -> list[str]:
     """Restore ``backup`` into a scratch database on ``server`` and compare row counts.
 
     ``server`` is a connection to any database on the server where the scratch database is
-    created. Returns the checks that passed. Raises PermissionError when the role may not
-    create databases (the caller falls back to integrity), VerifyError when the restore fails
-    or counts differ, BakupError for connection failures.
+    created; ``server_variable`` names the variable it came from (VERIFY_DATABASE_URL, or the
+    target's DATABASE_URL), for messages. Returns the checks that passed. Raises
+    PermissionError when the role may not create databases (the caller falls back to
+    integrity), VerifyError when the restore fails, counts differ or the server fails
+    (transient when a retry may help, such as a refused connection).
+
+    The scratch database's owner holds an advisory lock keyed by its name for as long as the
+    database exists, on a session kept open meanwhile: cleanup by other runs drops only
+    scratch databases whose lock is free, whose owner is gone.
     """
-    with _connect(server) as admin:
-        may_create = admin.execute(
-            "SELECT rolcreatedb OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
-        ).fetchone()
+    admin = _connect(server, server_variable)
+    with admin:
+        with _server_errors(server, server_variable, "checking the role's privileges"):
+            may_create = admin.execute(
+                "SELECT rolcreatedb OR rolsuper FROM pg_catalog.pg_roles "
+                "WHERE rolname = current_user"
+            ).fetchone()
         if not may_create or not may_create[0]:
             raise PermissionError(
                 f"role {server.user or '(default)'} may not create databases on {server.display()}"
             )
-        drop_abandoned_scratch_databases(admin)
         scratch = f"{SCRATCH_PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-    try:
-        target = server.with_dbname(scratch)
-        try:
-            restore_backup(
-                storage, backup, target, no_owner=True, pg_bin_dir=pg_bin_dir, identities=identities
-            )
-        except BakupError as error:
-            raise VerifyError(
-                f"test restore of {backup.name} failed: {error.message}", stage="verify"
-            ) from None
-        restored = _count_rows(target)
-        expected = backup.table_row_counts
-        if {name: restored.get(name) for name in expected} != expected:
-            raise VerifyError(
-                f"test restore of {backup.name}: row counts differ from the manifest "
-                f"({_difference(expected, restored)})",
-                stage="verify",
-            )
-        return [f"restored into a scratch database; all {len(expected)} tables' row counts match"]
-    finally:
-        with _connect(server) as admin:
+        with _server_errors(server, server_variable, "creating the scratch database"):
+            # Claimed before it exists: no other run ever sees it unclaimed while it lives.
+            admin.execute("SELECT pg_advisory_lock(%s, %s)", scratch_lock_key(scratch))
+            drop_abandoned_scratch_databases(admin)
+            # template0: objects added to template1 would collide with the backup's own.
             admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch))
             )
+        try:
+            with _server_errors(server, server_variable, "creating the scratch database"):
+                admin.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(scratch), sql.Literal(_owner_note(backup))
+                    )
+                )
+            checks = _restore_and_count(
+                storage,
+                backup,
+                server.with_dbname(scratch),
+                server_variable,
+                pg_bin_dir,
+                identities,
+            )
+        except BaseException:
+            # The first failure is the one to report; a failed drop is left to the next
+            # run's cleanup (the lock goes with this session).
+            with contextlib.suppress(psycopg.Error, OSError):
+                _drop_database(admin, scratch)
+            raise
+        with _server_errors(server, server_variable, "dropping the scratch database"):
+            _drop_database(admin, scratch)
+        return checks
+
+
+def _restore_and_count(
+    storage: Storage,
+    backup: Backup,
+    target: ConnectionParams,
+    server_variable: str,
+    pg_bin_dir: Path | None,
+    identities: list[Any] | None,
+) -> list[str]:
+    """Restore into the scratch database ``target`` and compare its row counts with the
+    manifest's; returns the check that passed, raises VerifyError."""
+    try:
+        restore_backup(
+            storage, backup, target, no_owner=True, pg_bin_dir=pg_bin_dir, identities=identities
+        )
+    except BakupError as error:
+        raise VerifyError(
+            f"test restore of {backup.name} failed: {error.message}",
+            stage="verify",
+            transient=error.transient,
+        ) from None
+    with _server_errors(target, server_variable, "counting the restored rows"):
+        restored = _count_rows(target)
+    expected = backup.table_row_counts
+    if {name: restored.get(name) for name in expected} != expected:
+        raise VerifyError(
+            f"test restore of {backup.name}: row counts differ from the manifest "
+            f"({_difference(expected, restored)})",
+            stage="verify",
+        )
+    return [f"restored into a scratch database; all {len(expected)} tables' row counts match"]
+
+
+def scratch_lock_key(name: str) -> tuple[int, int]:
+    """Return the advisory lock key (two int4s) that the owner of scratch database ``name``
+    holds: bakup's own first half, so no other application's locks are mistaken for it."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return SCRATCH_LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True)
 
 
 def drop_abandoned_scratch_databases(admin: psycopg.Connection[Any]) -> list[str]:
-    """Drop scratch databases of interrupted verifications: older than a few minutes (their
-    name carries their creation time) and with nobody connected. Returns their names."""
+    """Drop the scratch databases whose owner is gone: no session on the server holds their
+    advisory lock (see restore_test). Returns their names.
+
+    A lock held in any database of the server counts, as owners connect to whichever
+    database their URL names. Raises psycopg.Error.
+    """
     rows = admin.execute(
-        """SELECT d.datname FROM pg_catalog.pg_database d
-           WHERE d.datname LIKE %s
-             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.datid = d.oid)""",
+        "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s ORDER BY datname",
         (SCRATCH_PREFIX.replace("_", "\\_") + "%",),
     ).fetchall()
     dropped = []
     for (name,) in rows:
-        try:
-            created = int(name[len(SCRATCH_PREFIX) :].split("_")[0])
-        except ValueError:
-            continue
-        if time.time() - created > SCRATCH_ABANDONED_SECONDS:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            log.info("Dropped scratch database left by an interrupted verification: %s", name)
-            dropped.append(name)
+        first, second = scratch_lock_key(name)
+        # pg_locks shows the two halves of a two-int4 key as unsigned oids, objsubid 2.
+        held = admin.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+                              WHERE locktype = 'advisory' AND objsubid = 2
+                                AND classid = %s::bigint::oid AND objid = %s::bigint::oid)""",
+            (first & 0xFFFFFFFF, second & 0xFFFFFFFF),
+        ).fetchone()
+        if held and held[0]:
+            continue  # a live verification's
+        _drop_database(admin, name)
+        log.info("Dropped scratch database left by an interrupted verification: %s", name)
+        dropped.append(name)
     return dropped
 
 
-def _connect(server: ConnectionParams) -> psycopg.Connection[Any]:
-    try:
+def _drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _owner_note(backup: Backup) -> str:
+    """The comment a scratch database carries, for an operator wondering whose it is."""
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"bakup test restore of {backup.name} by {socket.gethostname()} pid {os.getpid()}, "
+        f"started {started}; dropped when it ends"
+    )
+
+
+def _connect(server: ConnectionParams, variable: str) -> psycopg.Connection[Any]:
+    """Connect to ``server`` (from ``variable``); raises VerifyError saying what failed."""
+    with _server_errors(server, variable, "connecting"):
         return psycopg.connect(**server.connect_kwargs(), connect_timeout=15, autocommit=True)
-    except psycopg.Error as error:
-        _, message = explain_failure("psql", str(error), 1, server.password)
-        raise BakupError(
-            f"cannot connect to {server.display()} for the test restore: {message}", stage="verify"
+
+
+@contextlib.contextmanager
+def _server_errors(server: ConnectionParams, variable: str, doing: str) -> Iterator[None]:
+    """Turn a psycopg error or OSError from the verify server into one VerifyError line that
+    names the server and its variable, without the password; transient when a retry may
+    help (the server refused or dropped the connection)."""
+    try:
+        yield
+    except (psycopg.Error, OSError) as error:
+        text = str(error) if isinstance(error, psycopg.Error) else error.strerror or str(error)
+        failure = diagnose("psql", text or type(error).__name__, 1, server.password)
+        # pgtools' advice speaks of DATABASE_URL; the server here may come from another one.
+        message = re.sub(r"(?<![A-Z_])DATABASE_URL\b", variable, failure.message)
+        transient = failure.transient or isinstance(error, psycopg.OperationalError | OSError)
+        raise VerifyError(
+            f"test restore on {server.display()} ({variable}): {doing} failed: {message}",
+            stage="verify",
+            transient=transient,
         ) from None
 
 
 def _count_rows(target: ConnectionParams) -> dict[str, int]:
+    """Count every table's rows in ``target``; raises psycopg.Error."""
     counts = {}
-    with _connect(target) as connection:
+    with psycopg.connect(**target.connect_kwargs(), connect_timeout=15) as connection:
         for schema, table in connection.execute(_TABLE_COUNTS).fetchall():
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)

@@ -7,8 +7,10 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from bakup.verify import scratch_lock_key
 from tests.conftest import Database, base_env, run_bakup
 
 pytestmark = pytest.mark.integration
@@ -106,16 +108,18 @@ def test_next_verification_drops_scratch_databases_left_by_an_interrupted_one(ba
     database, env = backed_up
     leftover = f"bakup_verify_{int(time.time()) - 3600}_deadbeef"
     database.server.psql("postgres", f"CREATE DATABASE {leftover}")
-    fresh = f"bakup_verify_{int(time.time())}_cafebabe"  # maybe another verification's
-    database.server.psql("postgres", f"CREATE DATABASE {fresh}")
+    claimed = f"bakup_verify_{int(time.time()) - 3600}_cafebabe"  # a live verification's
+    database.server.psql("postgres", f"CREATE DATABASE {claimed}")
 
-    result = run_bakup("verify", "--restore", env=env)
+    with psycopg.connect(database.server.url("postgres"), autocommit=True) as owner:
+        owner.execute("SELECT pg_advisory_lock(%s, %s)", scratch_lock_key(claimed))
+        result = run_bakup("verify", "--restore", env=env)
     assert result.returncode == 0, result.stderr
     assert f"Dropped scratch database left by an interrupted verification: {leftover}" in (
         result.stdout
     )
-    assert scratch_databases(database) == [fresh]
-    database.server.psql("postgres", f"DROP DATABASE {fresh}")
+    assert scratch_databases(database) == [claimed]
+    database.server.psql("postgres", f"DROP DATABASE {claimed}")
 
 
 def test_verify_of_an_unknown_backup_exits_2(backed_up) -> None:

@@ -4,17 +4,25 @@ verify server, checks without the decryption key, scratch databases owned by liv
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pyrage
 import pytest
 
 from bakup.catalog import Backup, find_backup
+from bakup.dburl import ConnectionParams, parse_database_url
 from bakup.errors import BakupError
 from bakup.storage.local import LocalStorage
-from bakup.verify import check_integrity
-from tests.conftest import Database, base_env, run_bakup
+from bakup.verify import VerifyError, check_integrity, restore_test
+from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.integration.test_encryption import key_pair
+from tests.support.postgres_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +82,144 @@ def test_no_pg_restore_is_left_when_the_stored_file_breaks_mid_stream(
     with pytest.raises(BakupError, match="checksum mismatch"):
         check_integrity(storage, backup)
     assert child_processes("pg_restore") == []
+
+
+def test_a_verify_server_that_refuses_connections_is_one_transient_line(
+    small_db: Database, tmp_path: Path
+) -> None:
+    storage, backup = backed_up(small_db, tmp_path / "b")
+    closed = f"postgresql://someone:pw-{uuid.uuid4().hex}@127.0.0.1:{free_port()}/postgres"
+    env = base_env(
+        DATABASE_URL=small_db.url, BACKUP_DIR=str(tmp_path / "b"), VERIFY_DATABASE_URL=closed
+    )
+    result = run_bakup("verify", "--restore", env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "refused" in line.lower() and "Traceback" not in result.stderr
+    assert "pw-" not in result.stdout + result.stderr
+
+    server = parse_url(closed)
+    with pytest.raises(VerifyError) as raised:
+        restore_test(storage, backup, server, server_variable="VERIFY_DATABASE_URL")
+    assert raised.value.transient and raised.value.stage == "verify"
+    assert "VERIFY_DATABASE_URL" in raised.value.message and "pw-" not in raised.value.message
+
+
+def test_a_verify_server_refusing_to_create_the_scratch_database_is_one_line(
+    small_db: Database, tmp_path: Path
+) -> None:
+    role = f"readonly_{uuid.uuid4().hex[:8]}"
+    server = small_db.server
+    server.psql("postgres", f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'ro-secret-pw'")
+    server.psql("postgres", f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    storage, backup = backed_up(small_db, tmp_path / "b")
+    verify_url = server.url("postgres", user=role, password="ro-secret-pw")
+    env = base_env(
+        DATABASE_URL=small_db.url, BACKUP_DIR=str(tmp_path / "b"), VERIFY_DATABASE_URL=verify_url
+    )
+    try:
+        result = run_bakup("verify", "--restore", env=env)
+        assert result.returncode == 1, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert "read-only transaction" in line and "scratch database" in line
+        assert "ro-secret-pw" not in result.stdout + result.stderr
+
+        with pytest.raises(VerifyError) as raised:
+            restore_test(
+                storage, backup, parse_url(verify_url), server_variable="VERIFY_DATABASE_URL"
+            )
+        assert not raised.value.transient
+        assert "(VERIFY_DATABASE_URL)" in raised.value.message
+    finally:
+        server.psql("postgres", f"DROP ROLE {role}")
+
+
+def parse_url(url: str) -> ConnectionParams:
+    return parse_database_url(url, name="VERIFY_DATABASE_URL")
+
+
+def scratch_databases(database: Database) -> list[str]:
+    rows = database.server.psql(
+        "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'bakup\\_verify\\_%'"
+    )
+    return rows.split() if rows else []
+
+
+def start_verify(env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``bakup verify --restore`` in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "verify", "--restore"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def wait_for_scratch_database(database: Database, process: subprocess.Popen[str]) -> str:
+    """Wait until ``process`` has created its scratch database; returns its name."""
+    deadline = time.monotonic() + 120
+    with psycopg.connect(database.server.url("postgres"), autocommit=True) as connection:
+        while time.monotonic() < deadline:
+            rows = connection.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bakup\\_verify\\_%'"
+            ).fetchall()
+            if rows:
+                return rows[0][0]
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+    raise AssertionError("no scratch database appeared")
+
+
+@pytest.fixture
+def sizeable_db(small_db: Database) -> Database:
+    """A database whose test restore takes a second or two."""
+    small_db.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 600000) g")
+    return small_db
+
+
+def test_a_running_verifications_scratch_database_survives_anothers_cleanup(
+    sizeable_db: Database, tmp_path: Path
+) -> None:
+    first_env = base_env(DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "first"))
+    second_env = base_env(DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "second"))
+    backed_up(sizeable_db, tmp_path / "first")
+    backed_up(sizeable_db, tmp_path / "second")
+
+    first = start_verify(first_env)
+    try:
+        scratch = wait_for_scratch_database(sizeable_db, first)
+        # Frozen mid-restore, as a run re-reading a large file is, for as long as it takes.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = run_bakup("verify", "--restore", env=second_env)
+            assert second.returncode == 0, second.stderr
+            assert "Dropped scratch database" not in second.stdout
+            assert scratch in scratch_databases(sizeable_db)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out + err
+    assert "row counts match" in out
+    assert scratch_databases(sizeable_db) == []
+
+
+def test_the_scratch_database_of_a_killed_verification_is_dropped_by_the_next(
+    sizeable_db: Database, tmp_path: Path
+) -> None:
+    env = base_env(DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "b"))
+    backed_up(sizeable_db, tmp_path / "b")
+    first = start_verify(env)
+    scratch = wait_for_scratch_database(sizeable_db, first)
+    first.kill()
+    first.communicate()
+
+    result = run_bakup("verify", "--restore", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"interrupted verification: {scratch}" in result.stdout
+    assert scratch_databases(sizeable_db) == []
