@@ -236,9 +236,14 @@ def check_integrity(
 
     Raises ChecksumMismatch when the bytes differ from the manifest's sha256, VerifyError when
     the file does not decompress into an archive whose rows and table of contents match the
-    manifest, StorageError when it cannot be read.
+    manifest or pg_restore cannot be run, StorageError when it cannot be read.
     """
-    found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
+    try:
+        found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
+    except OSError as error:  # starting pg_restore, or its temporary files (reads are wrapped)
+        raise VerifyError(
+            f"verifying {backup.name} failed: {_describe_os_error(error)}", stage="verify"
+        ) from None
     if found.sha256 != backup.sha256 or found.stored_size != backup.size_bytes:
         raise ChecksumMismatch(
             f"checksum mismatch for {backup.name}: the stored file is corrupted "
@@ -282,13 +287,14 @@ def restore_test(
     pg_bin_dir: Path | None = None,
     identities: list[Any] | None = None,
     *,
-    server_variable: str = "DATABASE_URL",
+    server_variable: str | None = None,
 ) -> list[str]:
     """Restore ``backup`` into a scratch database on ``server`` and compare row counts.
 
     ``server`` is a connection to any database on the server where the scratch database is
     created; ``server_variable`` names the variable it came from (VERIFY_DATABASE_URL, or the
-    target's DATABASE_URL), for messages. Returns the checks that passed. Raises
+    target's DATABASE_URL), for messages; by default the one ``server`` records, else
+    DATABASE_URL. Returns the checks that passed. Raises
     PermissionError when the role may not create databases (the caller falls back to
     integrity), VerifyError when the restore fails, counts differ or the server fails
     (transient when a retry may help, such as a refused connection).
@@ -297,6 +303,8 @@ def restore_test(
     database exists, on a session kept open meanwhile: cleanup by other runs drops only
     scratch databases whose lock is free, whose owner is gone.
     """
+    if server_variable is None:
+        server_variable = getattr(server, "variable", None) or "DATABASE_URL"
     admin = _connect(server, server_variable)
     with admin:
         with _server_errors(server, server_variable, "checking the role's privileges"):
@@ -357,6 +365,10 @@ def _restore_and_count(
         restore_backup(
             storage, backup, target, no_owner=True, pg_bin_dir=pg_bin_dir, identities=identities
         )
+    except OSError as error:
+        raise VerifyError(
+            f"test restore of {backup.name} failed: {_describe_os_error(error)}", stage="verify"
+        ) from None
     except BakupError as error:
         raise VerifyError(
             f"test restore of {backup.name} failed: {error.message}",
@@ -461,6 +473,12 @@ def _count_rows(target: ConnectionParams) -> dict[str, int]:
             row = connection.execute(query).fetchone()
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
     return counts
+
+
+def _describe_os_error(error: OSError) -> str:
+    """One line for a local failure: what the system said and about which file."""
+    text = error.strerror or str(error) or type(error).__name__
+    return f"{text}: {error.filename}" if error.filename else text
 
 
 def _difference(expected: dict[str, int], found: dict[str, int]) -> str:

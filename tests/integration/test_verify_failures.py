@@ -96,6 +96,7 @@ def test_a_verify_server_that_refuses_connections_is_one_transient_line(
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert "refused" in line.lower() and "Traceback" not in result.stderr
+    assert "(VERIFY_DATABASE_URL)" in line
     assert "pw-" not in result.stdout + result.stderr
 
     server = parse_url(closed)
@@ -223,3 +224,20 @@ def test_the_scratch_database_of_a_killed_verification_is_dropped_by_the_next(
     assert result.returncode == 0, result.stderr
     assert f"interrupted verification: {scratch}" in result.stdout
     assert scratch_databases(sizeable_db) == []
+
+
+def test_a_pg_restore_that_cannot_be_run_is_one_line(small_db: Database, tmp_path: Path) -> None:
+    storage, backup = backed_up(small_db, tmp_path / "b")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_restore").write_bytes(b"\x7fELF not really a program\n")
+    (bin_dir / "pg_restore").chmod(0o755)
+
+    with pytest.raises(VerifyError, match=r"^verifying .*: Exec format error: .*pg_restore$"):
+        check_integrity(storage, backup, pg_bin_dir=bin_dir)
+    env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(tmp_path / "b"))
+    with pytest.raises(
+        VerifyError, match=r"failed: cannot run .*pg_restore: Exec format error: check PG_BIN_DIR"
+    ):
+        restore_test(storage, backup, parse_url(small_db.url), pg_bin_dir=bin_dir)
+    assert run_bakup("verify", "--restore", env=env).returncode == 0  # nothing left behind
