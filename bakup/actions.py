@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bakup import __version__, events
-from bakup.catalog import Backup, backup_name, delete_backup, find_backup, scan, write_manifest
+from bakup import __version__, events, failpoints, lifecycle, runlock
+from bakup.catalog import Backup, find_backup, read_contents
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dump import dump_to_storage
@@ -60,7 +60,9 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     log.info("User: %s", database.user or "(default)")
     log.info("Backup directory: %s", storage.describe())
     try:
-        backup = _take_backup(settings, target, database, storage)
+        with runlock.exclusive(target.location, label):
+            backup = _take_backup(settings, target, database, storage)
+            prune_error = _prune_after_backup(settings, target) if prune else None
     except BakupError as error:
         _backup_failed(label, error.stage, error.message, storage)
         raise
@@ -95,16 +97,19 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
             },
         )
     )
-    prune_error = None
-    if prune:
-        try:
-            run_prune(settings, target)
-        except BakupError as error:
-            prune_error = error
-            log.error("ERROR: Failed to prune old backups: %s", error.message)
     log.info("Backup completed successfully")
     log.info(RULE)
     return BackupOutcome(backup, prune_error)
+
+
+def _prune_after_backup(settings: Settings, target: Target) -> BakupError | None:
+    """Prune after a good backup (the run lock already held); returns the failure, if any."""
+    try:
+        _prune_locked(settings, target, dry_run=False, now=None)
+    except BakupError as error:
+        log.error("ERROR: Failed to prune old backups: %s", error.message)
+        return error
+    return None
 
 
 def _backup_failed(label: str, stage: str, message: str, storage: Storage | None = None) -> None:
@@ -120,85 +125,86 @@ def _backup_failed(label: str, stage: str, message: str, storage: Storage | None
 def _take_backup(
     settings: Settings, target: Target, database: ConnectionParams, storage: Storage
 ) -> Backup:
-    """Dump, store and describe one backup; the manifest is written last."""
+    """Claim a name, dump and publish the data, then record the backup complete."""
     storage.prepare()
-    _, has_manifest = scan(storage)
-    for leftover in storage.clean_abandoned(has_manifest):
-        log.info("Removed leftover of an interrupted backup: %s", leftover)
     recipients = settings.recipients()
-    created_at, name = _unused_name(storage, target.compression, encrypted=bool(recipients))
+    claim = lifecycle.claim(
+        storage, database.dbname, target.compression, encrypted=bool(recipients)
+    )
+    name = claim.name
+    failpoints.reach("claimed")
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
-    result = dump_to_storage(
-        database,
-        storage,
-        name,
-        compression=target.compression,
-        level=target.compression_level,
-        pg_bin_dir=settings.pg_bin_dir,
-        recipients=recipients,
-    )
     try:
-        backup = Backup(
-            name=name,
-            database=database.dbname,
-            created_at=created_at,
-            finished_at=datetime.now(UTC),
-            size_bytes=result.size_bytes,
-            raw_size_bytes=result.raw_size_bytes,
-            sha256=result.sha256,
-            compression=target.compression,
-            compression_level=(
-                target.compression_level
-                if target.compression_level is not None
-                else get_compression(target.compression).default_level
-            ),
-            duration_seconds=round(result.duration_seconds, 3),
-            pg_dump_version=result.archive.pg_dump_version,
-            server_version=result.archive.server_version,
-            archive_version=result.archive.archive_version,
-            source=database.display(),
-            table_row_counts=result.archive.row_counts,
-            bakup_version=__version__,
-            encrypted=bool(recipients),
-        )
-        write_manifest(storage, backup)
+        with lifecycle.held(storage, claim):
+            result = dump_to_storage(
+                database,
+                storage,
+                name,
+                compression=target.compression,
+                level=target.compression_level,
+                pg_bin_dir=settings.pg_bin_dir,
+                recipients=recipients,
+            )
+            failpoints.reach("published")
+            try:
+                backup = Backup(
+                    name=name,
+                    database=database.dbname,
+                    created_at=claim.created_at,
+                    finished_at=datetime.now(UTC),
+                    size_bytes=result.size_bytes,
+                    raw_size_bytes=result.raw_size_bytes,
+                    sha256=result.sha256,
+                    compression=target.compression,
+                    compression_level=(
+                        target.compression_level
+                        if target.compression_level is not None
+                        else get_compression(target.compression).default_level
+                    ),
+                    duration_seconds=round(result.duration_seconds, 3),
+                    pg_dump_version=result.archive.pg_dump_version,
+                    server_version=result.archive.server_version,
+                    archive_version=result.archive.archive_version,
+                    source=database.display(),
+                    table_row_counts=result.archive.row_counts,
+                    bakup_version=__version__,
+                    encrypted=bool(recipients),
+                )
+                lifecycle.complete(storage, backup)
+            except BaseException:
+                result.writer.abort()  # published but never recorded: still this run's own
+                raise
+            result.writer.close()
     except BaseException:
-        result.writer.abort()
+        lifecycle.withdraw(storage, claim)
         raise
-    result.writer.close()
+    failpoints.reach("completed")
     log.info("Backup created successfully")
     log.info("Backup size: %s", megabytes(backup.raw_size_bytes))
     log.info("Backup compressed successfully: %s", megabytes(backup.size_bytes))
     return backup
 
 
-def _unused_name(
-    storage: Storage, compression: str, *, encrypted: bool = False
-) -> tuple[datetime, str]:
-    """Return the start time and file name for a new backup.
-
-    Names have one-second resolution; when a backup of this second already exists (two runs
-    in quick succession), wait for the next second rather than fail or overwrite.
-    """
-    existing = set(storage.list_names())
-    while True:
-        now = datetime.now(UTC)
-        name = backup_name(now, compression, encrypted=encrypted)
-        if name not in existing:
-            return now.replace(microsecond=0), name
-        time.sleep(1.0 - now.microsecond / 1_000_000)
-
-
 def run_prune(
     settings: Settings, target: Target, *, dry_run: bool = False, now: datetime | None = None
 ) -> PrunePlan[Backup]:
-    """Apply the retention policy to the complete backups in storage.
+    """Apply the retention policy to ``target``'s backups, holding its run lock.
 
-    Returns the plan that was carried out (or, with ``dry_run``, only shown). Raises
-    BakupError (stage ``prune``) when storage cannot be listed or a deletion fails; backups
-    deleted before the failure stay deleted, the rest stay.
+    Before retention, each destination is swept (``bakup.lifecycle.sweep``): dead claims
+    cleaned, interrupted deletions finished, backups found without a manifest adopted. Returns
+    the plan that was carried out (or, with ``dry_run``, only shown: a dry run changes
+    nothing, and counts unrecorded backups as the next prune will once it adopts them).
+    Raises BakupError (stage ``prune``) when storage cannot be listed or a deletion fails;
+    backups deleted before the failure stay deleted, the rest stay.
     """
+    with runlock.exclusive(target.location, target.name):
+        return _prune_locked(settings, target, dry_run=dry_run, now=now)
+
+
+def _prune_locked(
+    settings: Settings, target: Target, *, dry_run: bool, now: datetime | None
+) -> PrunePlan[Backup]:
     storage = open_storage(target.location)
     members = getattr(storage, "members", None)
     if members:  # several destinations: retention runs on each by itself
@@ -212,33 +218,48 @@ def _prune_one(
 ) -> PrunePlan[Backup]:
     label = target.name
     policy = target.retention
+    dbname = target.database.dbname if target.database is not None else ""
     try:
-        backups, has_manifest = scan(storage)
-        plan = plan_prune(backups, policy, now or datetime.now(UTC))
+        swept = lifecycle.Sweep([], [], [], set())
+        if not dry_run:
+            swept = lifecycle.sweep(storage, dbname)
+            for leftover in swept.removed:
+                log.info("Removed leftover of an interrupted backup: %s", leftover)
+            for name in swept.finished_deleting:
+                log.info("Finished deleting %s (an earlier prune was interrupted)", name)
+        contents = read_contents(storage, dbname)
+        # Unrecorded backups count only in a dry run (the real run has just adopted those it
+        # could); one whose manifest is unreadable is never a candidate for deletion.
+        candidates = [
+            backup
+            for backup in (contents.backups if dry_run else contents.recorded)
+            if backup.name not in contents.unreadable
+        ]
+        plan = plan_prune(candidates, policy, now or datetime.now(UTC))
         log.info("Cleaning up old backups (keeping last %s)...", policy.max_backups or "all")
-        log.info("Current backup count: %d", len(backups))
+        log.info("Current backup count: %d", len(candidates))
         if policy.retention_days:
             log.info("Deleting backups older than %d days...", policy.retention_days)
         for backup, reason in plan.delete:
             if dry_run:
                 log.info("Would delete %s: %s", backup.name, reason)
             else:
-                delete_backup(storage, backup)
+                lifecycle.retire(storage, backup)
                 log.info("Deleted %s: %s", backup.name, reason)
         if not dry_run:
             # Uploads are aborted here, after any backup of this run, not before it: the
             # clients that list them (boto3 above all) would otherwise sit in memory beside
             # the upload's buffers.
-            leftovers = storage.clean_abandoned(has_manifest) + storage.abort_abandoned_uploads()
-            for leftover in leftovers:
+            for leftover in storage.abort_abandoned_uploads(swept.live, swept.removed):
                 log.info("Removed leftover of an interrupted backup: %s", leftover)
     except BakupError as error:
         error.stage = "prune"
         events.emit(events.Event(events.PRUNE_FAILED, label, stage="prune", error=error.message))
         raise
     kept = [backup for backup, _ in plan.keep]
-    log.info("Total backups: %d", len(kept))
-    log.info("Total backup size: %s", megabytes(sum(backup.size_bytes for backup in kept)))
+    unreadable = [b for b in contents.backups if b.name in contents.unreadable]
+    log.info("Total backups: %d", len(kept) + len(unreadable))
+    log.info("Total backup size: %s", megabytes(sum(b.size_bytes for b in kept + unreadable)))
     if not dry_run:
         events.emit(
             events.Event(
@@ -376,6 +397,10 @@ def _test_restore(
 
 
 def _record_verification(storage: Storage, backup: Backup) -> None:
-    """Write the verification into the manifest, unless the backup was deleted meanwhile."""
-    if backup.name in storage.list_names():
-        write_manifest(storage, backup)
+    """Write the verification into the manifest of every destination, unless retention
+    deleted the backup meanwhile."""
+    failpoints.reach("verifying")
+    members = getattr(storage, "members", None) or [storage]
+    for member in members:
+        if not lifecycle.record_verification(member, backup):
+            log.info("Not recording the verification of %s: it was deleted meanwhile", backup.name)

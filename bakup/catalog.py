@@ -1,8 +1,12 @@
-"""Backups and their manifests: naming, the manifest's content, and listing what is complete.
+"""Backups and their manifests: naming, the manifest's content, and reading what is stored.
 
 Each backup is a data file named like the original script's (``postgres_backup_YYYYMMDD_HHMMSS
-.sql.gz``, UTC) and a JSON manifest beside it (``<data name>.json``), written last. A data file
-without its manifest is an unfinished backup: it is never listed, restored, counted or pruned.
+.sql.gz``, UTC) and a JSON manifest beside it (``<data name>.json``) that records its state
+(see docs/backup-lifecycle.md and ``bakup.lifecycle``): ``running`` while a run owns the name,
+``complete`` once the data is published and described, ``adopted`` for a data file bakup found
+without a manifest (the original script's backups, or a manifest that was lost), ``deleting``
+while retention removes it. Reading never changes anything: a data file without a valid
+manifest is shown as adopted, never hidden and never deleted because of it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +28,15 @@ PREFIX = "postgres_backup_"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "bakup-manifest/1"
 NAME_PATTERN = re.compile(r"^postgres_backup_(\d{8}_\d{6})\.sql(\.gz|\.zst)?(\.age)?$")
+
+RUNNING = "running"
+COMPLETE = "complete"
+ADOPTED = "adopted"
+DELETING = "deleting"
+# What a listing shows for a data file whose manifest is missing or unreadable: nothing is
+# recorded yet; the next prune records it as adopted.
+UNRECORDED = "unrecorded"
+STATUSES = (RUNNING, COMPLETE, ADOPTED, DELETING)
 
 
 def backup_name(created_at: datetime, compression: str, *, encrypted: bool = False) -> str:
@@ -63,6 +76,19 @@ class Backup:
     verification: dict[str, Any] | None = None
     encrypted: bool = False
     bakup_version: str = ""
+    status: str = COMPLETE
+    note: str | None = None  # why a backup is adopted or unrecorded, for listings
+
+    @property
+    def usable(self) -> bool:
+        """Whether the backup may be restored, verified and counted: its data is published."""
+        return self.status in (COMPLETE, ADOPTED, UNRECORDED)
+
+    @property
+    def described(self) -> bool:
+        """Whether the manifest holds the backup's checksum and row counts (adopted backups
+        get them from their first verification)."""
+        return bool(self.sha256)
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest as JSON-ready data (times in ISO 8601 UTC)."""
@@ -74,15 +100,38 @@ class Backup:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Backup:
-        """Build a Backup from manifest data; raises ValueError or KeyError if malformed."""
+    def from_json(cls, data: Any) -> Backup:
+        """Build a Backup from manifest data.
+
+        Raises ManifestError (a ValueError) when ``data`` is not a manifest of this format, a
+        field is missing or has the wrong type, or the status is unknown."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"a manifest is a JSON object, not {type(data).__name__}")
         if data.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"unknown manifest format {data.get('format')!r}")
+            raise ManifestError(f"unknown manifest format {data.get('format')!r}")
         known = {name for name in cls.__dataclass_fields__}
         values = {key: value for key, value in data.items() if key in known}
+        missing = sorted(
+            name
+            for name, spec in cls.__dataclass_fields__.items()
+            if name not in values and spec.default is MISSING and spec.default_factory is MISSING  # type: ignore[misc]
+        )
+        if missing:
+            raise ManifestError(f"missing {', '.join(missing)}")
+        for key, types in _FIELD_TYPES.items():
+            if key in values and not _is_instance(values[key], types):
+                raise ManifestError(f"{key} is {values[key]!r}, not a {types[0].__name__}")
+        counts = values.get("table_row_counts", {})
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+            raise ManifestError("table_row_counts holds a value that is not a whole number")
+        if values.get("status", COMPLETE) not in STATUSES:
+            raise ManifestError(f"unknown status {values.get('status')!r}")
         for key in ("created_at", "finished_at", "verified_at"):
             if values.get(key) is not None:
-                values[key] = datetime.fromisoformat(values[key])
+                moment = datetime.fromisoformat(values[key])
+                if moment.tzinfo is None:
+                    raise ManifestError(f"{key} has no time zone")
+                values[key] = moment
         return cls(**values)
 
     def summary_json(self) -> dict[str, Any]:
@@ -98,53 +147,207 @@ class Backup:
         return replace(self, verified=ok, verified_at=at, verification=details)
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be used: not JSON, not an object, a field missing or mistyped."""
+
+
+# The JSON types each field must have (None allowed where listed); anything else makes the
+# manifest unreadable rather than crashing whoever reads a field later (prune's arithmetic).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "database": (str,),
+    "created_at": (str,),
+    "size_bytes": (int,),
+    "raw_size_bytes": (int,),
+    "sha256": (str,),
+    "compression": (str,),
+    "duration_seconds": (float, int),
+    "pg_dump_version": (str,),
+    "server_version": (str,),
+    "archive_version": (str,),
+    "source": (str,),
+    "table_row_counts": (dict,),
+    "compression_level": (int, type(None)),
+    "finished_at": (str, type(None)),
+    "verified": (bool, type(None)),
+    "verified_at": (str, type(None)),
+    "verification": (dict, type(None)),
+    "encrypted": (bool,),
+    "bakup_version": (str,),
+    "status": (str,),
+    "note": (str, type(None)),
+}
+
+
+def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int in Python, never in a manifest.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def manifest_bytes(record: dict[str, Any]) -> bytes:
+    """Return the stored form of a manifest (or claim) record."""
+    return json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+
+
 def write_manifest(storage: Storage, backup: Backup) -> None:
-    """Write the manifest of ``backup`` beside its data. Raises StorageError."""
-    payload = json.dumps(backup.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-    storage.put_small(manifest_name(backup.name), payload)
+    """Write (or replace) the manifest of ``backup`` beside its data. Raises StorageError."""
+    storage.put_small(manifest_name(backup.name), manifest_bytes(backup.to_json()))
 
 
-def scan(storage: Storage) -> tuple[list[Backup], dict[str, bool]]:
-    """Read the storage's contents.
+def created_at_of(name: str) -> datetime:
+    """Return the start time encoded in a backup's name (UTC). Raises ValueError."""
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a backup name")
+    return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
 
-    Returns the complete backups (oldest first) and, for every data file, whether it has a
-    manifest. A manifest that cannot be read is logged and its backup left out of both lists,
-    so nothing acts on it. Raises StorageError if the storage cannot be listed.
+
+def unrecorded_backup(name: str, size: int, database: str, note: str) -> Backup:
+    """Describe a data file that has no valid manifest from its name alone: when it was
+    taken, how it is compressed and whether it is encrypted. Its checksum and row counts are
+    unknown until it is verified."""
+    match = NAME_PATTERN.match(name)
+    assert match is not None
+    extension = match.group(2) or ""
+    compression = {".gz": "gzip", ".zst": "zstd", "": "none"}[extension]
+    return Backup(
+        name=name,
+        database=database,
+        created_at=created_at_of(name),
+        size_bytes=size,
+        raw_size_bytes=0,
+        sha256="",
+        compression=compression,
+        duration_seconds=0.0,
+        pg_dump_version="",
+        server_version="",
+        archive_version="",
+        source="",
+        encrypted=bool(match.group(3)),
+        status=UNRECORDED,
+        note=note,
+    )
+
+
+@dataclass
+class Contents:
+    """What one storage holds, read in one pass.
+
+    ``backups``: every backup whose data is published, oldest first: complete and adopted
+    ones from their manifests, and data files without a valid manifest as ``unrecorded``.
+    ``records``: each valid manifest by data name, whatever its status (running claims
+    included, as raw JSON in ``claims``). ``unreadable``: data name -> why its manifest
+    cannot be used. ``data``: every data name present.
     """
+
+    backups: list[Backup] = field(default_factory=list)
+    records: dict[str, Backup] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    data: set[str] = field(default_factory=set)
+
+    @property
+    def recorded(self) -> list[Backup]:
+        """The backups retention may act on: published, with a valid manifest of their own."""
+        return [backup for backup in self.backups if backup.status in (COMPLETE, ADOPTED)]
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def read_contents(storage: Storage, database: str = "") -> Contents:
+    """Read the storage's backups and the state each manifest records; changes nothing.
+
+    Given the storage and the database name to show for backups found without a manifest.
+    A manifest that cannot be used is reported once per process (a warning and a
+    ``manifest.unreadable`` event) and its data listed as unrecorded. Raises StorageError if
+    the storage cannot be listed.
+    """
+    from bakup import events  # here: events is light, but keep catalog's imports minimal
+
     names = set(storage.list_names())
-    backups: list[Backup] = []
-    has_manifest: dict[str, bool] = {}
-    for name in sorted(names):
-        if not NAME_PATTERN.match(name):
-            continue
-        if manifest_name(name) not in names:
-            has_manifest[name] = False
-            continue
+    contents = Contents(data={name for name in names if NAME_PATTERN.match(name)})
+    described = {
+        name.removesuffix(MANIFEST_SUFFIX)
+        for name in names
+        if name.endswith(MANIFEST_SUFFIX) and NAME_PATTERN.match(name.removesuffix(MANIFEST_SUFFIX))
+    }
+    for name in sorted(described):
         try:
             data = json.loads(storage.get_small(manifest_name(name)))
-            backups.append(Backup.from_json(data))
-            has_manifest[name] = True
-        except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
-            log.warning("WARNING: ignoring %s: its manifest is unreadable (%s)", name, error)
-    backups.sort(key=lambda backup: (backup.created_at, backup.name))
-    return backups, has_manifest
+            if isinstance(data, dict) and data.get("status") == RUNNING:
+                if not isinstance(data.get("owner"), dict):
+                    raise ManifestError("a running claim without its owner")
+                contents.claims[name] = data
+                continue
+            record = Backup.from_json(data)
+            if record.name != name:
+                raise ManifestError(f"it describes {record.name!r}")
+        except FileNotFoundError:
+            continue  # deleted since the listing: nothing to describe
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            contents.unreadable[name] = reason
+            key = (storage.describe(), name)
+            if name in contents.data and key not in _reported:
+                _reported.add(key)
+                log.warning(
+                    "WARNING: the manifest of %s is unreadable (%s): the backup is listed as "
+                    "unrecorded and never deleted for it; `bakup verify %s` rewrites it",
+                    name,
+                    reason,
+                    name,
+                )
+                events.emit(
+                    events.Event(
+                        events.MANIFEST_UNREADABLE,
+                        database,
+                        error=f"the manifest of {name} is unreadable: {reason}",
+                        details={"name": name},
+                    )
+                )
+            continue
+        contents.records[name] = record
+    for name in sorted(contents.data):
+        record = contents.records.get(name)
+        if record is not None:
+            if record.usable:
+                contents.backups.append(record)
+            continue
+        if name in contents.claims:
+            continue  # published by a run that has not recorded it yet, or died doing so
+        note = (
+            f"manifest unreadable ({contents.unreadable[name]})"
+            if name in contents.unreadable
+            else "no manifest"
+        )
+        try:
+            size = storage.size(name)
+        except FileNotFoundError:
+            continue
+        contents.backups.append(unrecorded_backup(name, size, database, note))
+    contents.backups.sort(key=lambda backup: (backup.created_at, backup.name))
+    return contents
 
 
-def list_backups(storage: Storage) -> list[Backup]:
-    """Return the complete backups in ``storage``, oldest first. Raises StorageError."""
-    return scan(storage)[0]
+def list_backups(storage: Storage, database: str = "") -> list[Backup]:
+    """Return the backups in ``storage`` whose data is published, oldest first: complete,
+    adopted and unrecorded ones. Raises StorageError."""
+    return read_contents(storage, database).backups
 
 
-def find_backup(storage: Storage, name: str) -> Backup:
-    """Return the complete backup called ``name`` (``latest`` means the newest).
+def find_backup(storage: Storage, name: str, database: str = "") -> Backup:
+    """Return the backup called ``name`` (``latest`` means the newest).
 
     Raises BackupNotFound when there is none, StorageError if the storage cannot be read.
     """
-    backups = list_backups(storage)
+    backups = list_backups(storage, database)
     if name == "latest":
         if not backups:
             raise BackupNotFound(f"there are no complete backups in {storage.describe()}")
@@ -157,22 +360,15 @@ def find_backup(storage: Storage, name: str) -> Backup:
     )
 
 
-def delete_backup(storage: Storage, backup: Backup) -> None:
-    """Delete a backup: its manifest first, so an interrupted delete never leaves a listed
-    backup without data. Raises StorageError."""
-    storage.delete(manifest_name(backup.name))
-    storage.delete(backup.name)
-
-
 __all__ = [
     "Backup",
     "BackupNotFound",
+    "Contents",
     "StorageError",
     "backup_name",
-    "delete_backup",
     "find_backup",
     "list_backups",
     "manifest_name",
-    "scan",
+    "read_contents",
     "write_manifest",
 ]

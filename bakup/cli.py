@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from bakup.actions import run_backup, run_prune, run_restore, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
 from bakup.dburl import DatabaseUrlError, parse_database_url
-from bakup.errors import BakupError, ConfigError
+from bakup.errors import BakupError, ConfigError, Terminated
 from bakup.logs import configure_logging, megabytes
 from bakup.settings import Settings
 from bakup.storage import open_storage
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     configure_logging()
+    if args.command not in ("worker", "beat"):  # Celery handles its own signals
+        signal.signal(signal.SIGTERM, _terminate)
     handlers = {
         "backup": _backup,
         "list": _list,
@@ -145,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bakup: interrupted; nothing partial was kept", file=sys.stderr)
         return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM: stop the run the way a failure does (clean up, record, alert), once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish undisturbed
+    raise Terminated()
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -182,7 +191,11 @@ def _backup_all(settings: Settings, args: argparse.Namespace) -> int:
         try:
             outcome = run_backup(settings, target)
         except BakupError as error:
-            if error.exit_code == EXIT_USAGE or len(settings.targets) == 1:
+            if (
+                error.exit_code == EXIT_USAGE
+                or isinstance(error, Terminated)
+                or len(settings.targets) == 1
+            ):
                 raise
             print(f"bakup: {target.name}: {error.message}", file=sys.stderr)
             status = EXIT_FAILED
@@ -202,7 +215,9 @@ def _list(args: argparse.Namespace) -> int:
     listed = [
         (target, backup)
         for target in _selected(settings, args.database)
-        for backup in list_backups(open_storage(target.location))
+        for backup in list_backups(
+            open_storage(target.location), target.database.dbname if target.database else ""
+        )
     ]
     if args.json:
         json.dump(
@@ -228,16 +243,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _table(backups: list[Backup]) -> str:
-    header = ("NAME", "DATABASE", "CREATED (UTC)", "SIZE", "RAW", "TABLES", "VERIFIED")
+    header = ("NAME", "DATABASE", "CREATED (UTC)", "SIZE", "RAW", "TABLES", "VERIFIED", "STATE")
     rows = [header] + [
         (
             backup.name,
             backup.database,
             backup.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             megabytes(backup.size_bytes),
-            megabytes(backup.raw_size_bytes),
-            str(len(backup.table_row_counts)),
+            megabytes(backup.raw_size_bytes) if backup.described else "?",
+            str(len(backup.table_row_counts)) if backup.described else "?",
             {True: "yes", False: "FAILED", None: "not yet"}[backup.verified],
+            backup.status if backup.note is None else f"{backup.status}: {backup.note}",
         )
         for backup in backups
     ]

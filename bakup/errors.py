@@ -64,3 +64,17 @@ class BackupNotFound(BakupError):
 
 class RestoreError(BakupError):
     """A restore was refused (target not empty) or pg_restore failed."""
+
+
+class Terminated(BakupError):
+    """The process was asked to stop (SIGTERM) while it worked: what it had begun is discarded
+    and the run is recorded as failed, so a stopped cron run never passes silently."""
+
+    exit_code = 143
+
+    def __init__(self) -> None:
+        super().__init__(
+            "terminated (SIGTERM) before the run finished; nothing partial was kept",
+            stage="interrupted",
+            transient=True,
+        )

@@ -27,6 +27,7 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 RESTORE_SUCCEEDED = "restore.succeeded"
 RESTORE_FAILED = "restore.failed"
+MANIFEST_UNREADABLE = "manifest.unreadable"
 
 
 @dataclass(frozen=True)

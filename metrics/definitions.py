@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bakup import __version__
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
-STAGES = ("config", "connect", "dump", "store", "manifest", "internal")
+STAGES = ("config", "connect", "dump", "store", "manifest", "interrupted", "internal")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """The small interface every storage backend implements.
 
 A backend stores named objects. Data objects are written through a StoredWriter that makes them
-visible only on ``commit``; manifests are small objects written whole and atomically. A backup
-exists for bakup when both its data and its manifest are there (see ``bakup.catalog``).
+visible under their final name only on ``commit`` (publish); manifests are small objects
+written whole and atomically, either unconditionally (``put_small``: update a record) or only
+if absent (``create_small``: claim a name). What each record means, and who may delete what, is
+in ``bakup.lifecycle`` and docs/backup-lifecycle.md: a backend never decides on its own that
+something is abandoned.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from typing import BinaryIO
 
 
@@ -54,6 +58,13 @@ class Storage(abc.ABC):
         """Atomically write (or replace) a small object such as a manifest. Raises StorageError."""
 
     @abc.abstractmethod
+    def create_small(self, name: str, data: bytes) -> bool:
+        """Atomically write a small object only if nothing has that name yet.
+
+        Returns False (and changes nothing) when ``name`` already exists. Raises
+        StorageError."""
+
+    @abc.abstractmethod
     def append_small(self, name: str, data: bytes) -> None:
         """Append ``data`` to a small object such as the run journal. Raises StorageError."""
 
@@ -77,13 +88,22 @@ class Storage(abc.ABC):
     def delete(self, name: str) -> None:
         """Delete ``name`` if it exists. Raises StorageError."""
 
-    @abc.abstractmethod
-    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
-        """Delete what interrupted runs left: unfinished writes and data objects whose
-        manifest never came (``is_complete`` maps each data object to whether it has one),
-        skipping anything a live writer still holds. Returns what was deleted."""
+    def unfinished_names(self) -> list[str]:
+        """Return the names of data objects whose writing never finished and left something
+        behind that ``discard_unfinished`` can remove. Raises StorageError."""
+        return []
 
-    def abort_abandoned_uploads(self) -> list[str]:
+    def discard_unfinished(self, name: str) -> bool:
+        """Remove what an unfinished write of ``name`` left, unless a live writer still holds
+        it. Only ``bakup.lifecycle`` calls this, for a claim it proved dead (or absent).
+        Returns whether something was removed. Raises StorageError."""
+        return False
+
+    def abort_abandoned_uploads(
+        self, live: Collection[str] = (), dead: Collection[str] = ()
+    ) -> list[str]:
         """Abort the incomplete multipart uploads of runs that died mid-upload, where the
-        store keeps them; a failure to is logged, not raised. Returns what was aborted."""
+        store keeps them: at once for the names in ``dead`` (claims proved dead), after a
+        quiet period for uploads no claim explains, never for the names in ``live``. A
+        failure to is logged, not raised. Returns what was aborted."""
         return []

@@ -1,10 +1,10 @@
 """A local directory as backup storage: the original script's BACKUP_DIR.
 
-Data is written to a hidden ``.<name>.partial`` file, fsynced and renamed; the directory is
-fsynced so the rename survives a crash. The writer holds an exclusive ``flock`` on its file
-from creation until the backup's manifest is written, so a later run can tell an abandoned
-file (lock free) from one still being written (lock held) and removes only the former.
-Files are created 0600 and the directory 0700: backups hold customers' data.
+Data is written to a hidden ``.<name>.partial`` file, fsynced and published under its final
+name with ``link`` (which, unlike ``rename``, never replaces an existing file); the directory
+is fsynced so the publication survives a crash. The writer holds an exclusive ``flock`` on its
+file until it is closed, so even a leftover whose claim is gone is removed only once no live
+process holds it. Files are created 0600 and the directory 0700: backups hold customers' data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,9 +20,6 @@ from bakup.errors import StorageError
 from bakup.storage.base import Storage, StoredWriter
 
 PARTIAL_SUFFIX = ".partial"
-# A file younger than this is never treated as abandoned: it closes the instant between a
-# writer creating its file and taking the lock.
-ABANDONED_AFTER_SECONDS = 1.0
 
 
 def describe_os_error(error: OSError, path: Path | str) -> str:
@@ -34,7 +30,7 @@ def describe_os_error(error: OSError, path: Path | str) -> str:
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{path} is not writable ({error.strerror}): fix its permissions or set BACKUP_DIR"
-    if error.errno == errno.ENOTDIR:
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{path} is not a directory: set BACKUP_DIR to a directory"
     return f"{path}: {error.strerror or error}"
 
@@ -69,16 +65,22 @@ class LocalWriter(StoredWriter):
     def commit(self) -> None:
         try:
             os.fsync(self._file.fileno())
-            if self.final_path.exists():
-                raise StorageError(f"{self.final_path} already exists", stage="store")
-            os.rename(self.partial_path, self.final_path)
+            # link, not rename: a file already published under this name is never replaced.
+            os.link(self.partial_path, self.final_path)
+            self._committed = True
+            os.unlink(self.partial_path)
             _fsync_directory(self._directory)
+        except FileExistsError:
+            raise StorageError(
+                f"{self.final_path} already exists", stage="store", transient=False
+            ) from None
         except OSError as error:
             raise StorageError(describe_os_error(error, self._directory), stage="store") from None
-        self._committed = True
 
     def abort(self) -> None:
-        for path in (self.partial_path,) if not self._committed else (self.final_path,):
+        # Only the run that still holds its claim calls this: what it published is its own.
+        paths = (self.partial_path, self.final_path) if self._committed else (self.partial_path,)
+        for path in paths:
             with contextlib.suppress(OSError):
                 path.unlink()
         self.close()
@@ -110,10 +112,31 @@ class LocalStorage(Storage):
     def open_writer(self, name: str) -> LocalWriter:
         if (self.directory / name).exists():
             raise StorageError(
-                f"{self.directory / name} already exists: another backup started this second",
-                stage="store",
+                f"{self.directory / name} already exists", stage="store", transient=False
             )
         return LocalWriter(self.directory, name)
+
+    def create_small(self, name: str, data: bytes) -> bool:
+        path = self.directory / name
+        partial = self.directory / f".{name}.{os.getpid()}{PARTIAL_SUFFIX}"
+        try:
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(partial, path)  # fails if the name exists: the claim is atomic
+            except FileExistsError:
+                return False
+            finally:
+                partial.unlink(missing_ok=True)
+            _fsync_directory(self.directory)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
+        return True
 
     def put_small(self, name: str, data: bytes) -> None:
         path = self.directory / name
@@ -183,43 +206,36 @@ class LocalStorage(Storage):
                 describe_os_error(error, self.directory / name), stage="prune"
             ) from None
 
-    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
+    def unfinished_names(self) -> list[str]:
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return []
         except OSError as error:
             raise StorageError(describe_os_error(error, self.directory)) from None
-        candidates = [
-            entry.name
+        return sorted(
+            entry.name[1 : -len(PARTIAL_SUFFIX)]
             for entry in entries
-            if (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX))
-            or is_complete.get(entry.name) is False
-        ]
-        removed = []
-        for name in candidates:
-            if _remove_if_abandoned(self.directory / name):
-                removed.append(name)
-        return removed
+            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX)
+        )
 
-
-def _remove_if_abandoned(path: Path) -> bool:
-    """Delete ``path`` if no live writer holds its lock and it is not brand new."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        if time.time() - os.fstat(descriptor).st_mtime < ABANDONED_AFTER_SECONDS:
-            return False
+    def discard_unfinished(self, name: str) -> bool:
+        path = self.directory / f".{name}{PARTIAL_SUFFIX}"
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live writer holds it
-        path.unlink(missing_ok=True)
-        return True
-    finally:
-        os.close(descriptor)
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise StorageError(describe_os_error(error, path), stage="prune") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live writer holds it
+            path.unlink(missing_ok=True)
+            return True
+        finally:
+            os.close(descriptor)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -7,6 +7,7 @@ bakup.actions.run_prune)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from typing import BinaryIO
 
 from bakup.errors import StorageError
@@ -62,16 +63,33 @@ class MultiStorage(Storage):
         return MultiWriter(writers)
 
     def put_small(self, name: str, data: bytes) -> None:
-        written: list[Storage] = []
+        # No rollback: this replaces a record (a claim's lease, a verification) in each
+        # destination, and deleting the ones already written would destroy good records.
+        # A destination that failed keeps its previous record and the error is raised.
+        for member in self.members:
+            member.put_small(name, data)
+
+    def create_small(self, name: str, data: bytes) -> bool:
+        created: list[Storage] = []
         try:
             for member in self.members:
-                member.put_small(name, data)
-                written.append(member)
+                if not member.create_small(name, data):
+                    break
+                created.append(member)
+            else:
+                return True
         except BaseException:
-            for member in written:  # a manifest in only some destinations is no backup
-                with contextlib.suppress(StorageError):
-                    member.delete(name)
+            self._withdraw(created, name)
             raise
+        self._withdraw(created, name)
+        return False
+
+    @staticmethod
+    def _withdraw(created: list[Storage], name: str) -> None:
+        """Delete the claims this call itself just created: nobody else owns them."""
+        for member in created:
+            with contextlib.suppress(StorageError):
+                member.delete(name)
 
     def append_small(self, name: str, data: bytes) -> None:
         for member in self.members:
@@ -108,14 +126,9 @@ class MultiStorage(Storage):
         for member in self.members:
             member.delete(name)
 
-    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
-        from bakup.catalog import scan  # here: catalog imports this package
-
-        removed = []
-        for member in self.members:
-            _, has_manifest = scan(member)
-            removed += member.clean_abandoned(has_manifest)
-        return removed
-
-    def abort_abandoned_uploads(self) -> list[str]:
-        return [name for member in self.members for name in member.abort_abandoned_uploads()]
+    def abort_abandoned_uploads(
+        self, live: Collection[str] = (), dead: Collection[str] = ()
+    ) -> list[str]:
+        return [
+            name for member in self.members for name in member.abort_abandoned_uploads(live, dead)
+        ]

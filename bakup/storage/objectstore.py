@@ -3,10 +3,12 @@ Storage and Azure Blob Storage, through obstore: one code path for the three clo
 object_store), streaming multipart uploads and the clouds' standard credential variables.
 
 Objects cannot be renamed cheaply, so the data object is uploaded under its final name (a
-multipart upload stays invisible until it completes) and the manifest, written last, is what
-makes it a backup. A data object left without a manifest by a dead run is deleted by a later
-run once it is old enough that no live upload can own it; the incomplete multipart uploads of
-runs that died mid-upload are aborted by a later prune (``bakup.storage.uploads``).
+multipart upload stays invisible until it completes: that completion is the publication) and
+the manifest records its state. A claim is a manifest created with the store's conditional
+put (``If-None-Match: *`` or its equivalent), so two runs never get the same name. A data
+object is never deleted for lacking a manifest: it is adopted (``bakup.lifecycle``). The
+incomplete multipart uploads of runs that died mid-upload are aborted by a later prune
+(``bakup.storage.uploads``), except those of live claims.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -174,6 +177,15 @@ class ObjectStorage(Storage):
         except Exception as error:
             raise storage_error(error, self._where(name), stage="manifest") from None
 
+    def create_small(self, name: str, data: bytes) -> bool:
+        try:
+            obstore.put(self.store, name, data, mode="create")
+        except (store_errors.AlreadyExistsError, store_errors.PreconditionError):
+            return False
+        except Exception as error:
+            raise storage_error(error, self._where(name), stage="manifest") from None
+        return True
+
     def append_small(self, name: str, data: bytes) -> None:
         # Objects cannot be appended to: read, extend, write back (the journal is small, and
         # one database's runs are serialised by its lock).
@@ -225,17 +237,9 @@ class ObjectStorage(Storage):
         except Exception as error:
             raise storage_error(error, self._where(name), stage="prune") from None
 
-    def clean_abandoned(self, is_complete: dict[str, bool]) -> list[str]:
-        now = datetime.now(UTC)
-        removed = []
-        for meta in self._objects():
-            name = meta["path"]
-            if is_complete.get(name) is False and now - meta["last_modified"] > ORPHAN_AFTER:
-                self.delete(name)
-                removed.append(name)
-        return removed
-
-    def abort_abandoned_uploads(self) -> list[str]:
+    def abort_abandoned_uploads(
+        self, live: Collection[str] = (), dead: Collection[str] = ()
+    ) -> list[str]:
         # Failing to is only a warning: it costs storage, not backups, and a least-privilege
         # key may not be allowed to list uploads.
         now = datetime.now(UTC)
@@ -244,7 +248,12 @@ class ObjectStorage(Storage):
             if pending is None:
                 return []
             removed = []
-            for upload in uploads.abandoned(pending.pending(), now, ORPHAN_AFTER):
+            for upload in pending.pending():
+                name = os.path.basename(upload.key)
+                if name in live:
+                    continue  # its run is alive, only slow
+                if name not in dead and not uploads.abandoned([upload], now, ORPHAN_AFTER):
+                    continue  # no claim explains it: wait until it has been quiet a while
                 pending.abort(upload)
                 removed.append(f"{os.path.basename(upload.key)} (incomplete upload)")
             return removed

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -220,24 +221,26 @@ def test_restore_of_an_unknown_name_exits_2(
     assert_one_line_error(result, 2, "no complete backup named", "bakup list")
 
 
-def test_leftovers_of_interrupted_runs_are_unlisted_and_cleaned_by_the_next_run(
+def test_an_unclaimed_partial_is_removed_and_a_published_file_without_manifest_adopted(
     good_backup: tuple[Path, list[dict]], small_db: Database
 ) -> None:
     backup_dir, before = good_backup
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y%m%d_%H%M%S")
     partial = backup_dir / ".postgres_backup_20200101_000000.sql.gz.partial"
-    orphan = backup_dir / "postgres_backup_20200102_000000.sql.gz"
+    orphan = backup_dir / f"postgres_backup_{two_days_ago}.sql.gz"  # within RETENTION_DAYS
     for path in (partial, orphan):
         path.write_bytes(b"\x1f\x8b half a backup")
-        os.utime(path, (time.time() - 3600, time.time() - 3600))
-    assert listed(backup_dir) == before
+    assert [item["name"] for item in listed(backup_dir)] == [orphan.name, before[0]["name"]]
 
     result = run_bakup(
         "backup", env=base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
     )
     assert result.returncode == 0, result.stderr
-    assert not partial.exists() and not orphan.exists()
+    assert not partial.exists() and orphan.exists()
     assert "Removed leftover of an interrupted backup" in result.stdout
-    assert len(listed(backup_dir)) == 2
+    assert f"Adopted {orphan.name}" in result.stdout
+    after = listed(backup_dir)
+    assert [item["status"] for item in after] == ["adopted", "complete", "complete"]
 
 
 def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
@@ -269,12 +272,12 @@ def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
     leftovers = list(backup_dir.glob(".*.partial"))
     assert leftovers
     assert listed(backup_dir) == before
-    for path in leftovers:
-        os.utime(path, (time.time() - 3600, time.time() - 3600))
     again = run_bakup("backup", env={**env, "PG_BIN_DIR": ""})
     assert again.returncode == 0, again.stderr
     assert not list(backup_dir.glob(".*.partial"))
     assert len(listed(backup_dir)) == 2
+    claims = [p for p in backup_dir.glob("*.json") if '"running"' in p.read_text()]
+    assert claims == []  # the dead run's claim was swept with its partial file
 
 
 def test_pg_dump_dies_with_a_killed_bakup_instead_of_running_on_orphaned(
@@ -326,4 +329,6 @@ def test_pg_dump_dies_with_a_killed_bakup_instead_of_running_on_orphaned(
     finally:
         holder.kill()
         holder.wait()
-    assert list((tmp_path / "b").glob("postgres_backup_*")) == []
+    # Only the dead run's claim is left: no data, nothing listed.
+    assert [p.suffix for p in (tmp_path / "b").glob("postgres_backup_*")] == [".json"]
+    assert listed(tmp_path / "b") == []

@@ -1,4 +1,5 @@
-"""Names, manifests and listing: only complete backups exist."""
+"""Names, manifests and listing: what is published is listed, with the state its manifest
+records; a malformed manifest never stops a listing."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from bakup.catalog import (
     Backup,
     BackupNotFound,
     backup_name,
-    delete_backup,
     find_backup,
     list_backups,
     write_manifest,
 )
+from bakup.lifecycle import retire
 from bakup.storage.local import LocalStorage
 
 
@@ -68,18 +69,73 @@ def test_a_manifest_round_trips_and_lists_its_backup(storage: LocalStorage) -> N
     assert list_backups(storage) == [backup]
 
 
-def test_only_complete_backups_are_listed(
+def test_backups_without_a_valid_manifest_are_listed_as_unrecorded_never_hidden(
     storage: LocalStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = make_backup("postgres_backup_20251204_000000.sql.gz", datetime(2025, 12, 4, tzinfo=UTC))
     store(storage, good)
     (storage.directory / "postgres_backup_20251205_000000.sql.gz").write_bytes(b"no manifest")
-    (storage.directory / "postgres_backup_20251206_000000.sql.gz").write_bytes(b"data")
-    (storage.directory / "postgres_backup_20251206_000000.sql.gz.json").write_text("{broken")
+    (storage.directory / "postgres_backup_20251206_000000.sql.zst").write_bytes(b"data")
+    (storage.directory / "postgres_backup_20251206_000000.sql.zst.json").write_text("{broken")
     (storage.directory / "notes.txt").write_text("not a backup")
     with caplog.at_level(logging.WARNING):
-        assert list_backups(storage) == [good]
+        listed = list_backups(storage, "app")
+    assert [b.name for b in listed] == [
+        good.name,
+        "postgres_backup_20251205_000000.sql.gz",
+        "postgres_backup_20251206_000000.sql.zst",
+    ]
+    assert [b.status for b in listed] == ["complete", "unrecorded", "unrecorded"]
+    assert listed[1].compression == "gzip" and listed[2].compression == "zstd"
+    assert listed[1].created_at == datetime(2025, 12, 5, tzinfo=UTC)
+    assert listed[1].size_bytes == len(b"no manifest") and listed[1].database == "app"
     assert "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[]",
+        "null",
+        '"text"',
+        "{}",
+        '{"format": "bakup-manifest/1"}',
+        "not json at all",
+        "\xff\xfe",
+    ],
+)
+def test_a_malformed_manifest_is_reported_and_its_data_listed(
+    storage: LocalStorage, manifest: str
+) -> None:
+    name = "postgres_backup_20251205_000000.sql.gz"
+    (storage.directory / name).write_bytes(b"data")
+    (storage.directory / f"{name}.json").write_bytes(manifest.encode("latin-1"))
+    [listed] = list_backups(storage)
+    assert listed.status == "unrecorded" and "unreadable" in (listed.note or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size_bytes", "big"),
+        ("size_bytes", True),
+        ("created_at", 5),
+        ("created_at", "2025-12-01T00:00:00"),
+        ("table_row_counts", {"public.a": "many"}),
+        ("verified", "yes"),
+        ("status", "imaginary"),
+    ],
+)
+def test_a_manifest_with_a_mistyped_field_is_unreadable_not_a_crash_later(
+    storage: LocalStorage, field: str, value: object
+) -> None:
+    backup = make_backup(
+        "postgres_backup_20251201_000000.sql.gz", datetime(2025, 12, 1, tzinfo=UTC)
+    )
+    data = backup.to_json()
+    data[field] = value
+    with pytest.raises(ValueError):
+        Backup.from_json(data)
 
 
 def test_find_backup_by_name_or_latest(storage: LocalStorage) -> None:
@@ -98,12 +154,12 @@ def test_latest_in_an_empty_directory_says_there_are_none(storage: LocalStorage)
         find_backup(storage, "latest")
 
 
-def test_delete_backup_removes_manifest_and_data(storage: LocalStorage) -> None:
+def test_retire_removes_manifest_and_data(storage: LocalStorage) -> None:
     backup = make_backup(
         "postgres_backup_20251201_000000.sql.gz", datetime(2025, 12, 1, tzinfo=UTC)
     )
     store(storage, backup)
-    delete_backup(storage, backup)
+    retire(storage, backup)
     assert list(storage.directory.iterdir()) == []
 
 

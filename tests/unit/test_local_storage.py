@@ -1,23 +1,17 @@
-"""Local storage: atomic writes, private permissions, and cleaning only what is abandoned."""
+"""Local storage: atomic writes, private permissions, claims created once, and discarding only
+what no live writer holds."""
 
 from __future__ import annotations
 
-import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from bakup.errors import StorageError
-from bakup.storage.local import ABANDONED_AFTER_SECONDS, LocalStorage
+from bakup.storage.local import LocalStorage, LocalWriter
 
 NAME = "postgres_backup_20251204_141855.sql.gz"
-
-
-def age(path: Path, seconds: float = 3600) -> None:
-    past = time.time() - seconds
-    os.utime(path, (past, past))
 
 
 @pytest.fixture
@@ -71,37 +65,44 @@ def test_put_small_replaces_the_whole_file(storage: LocalStorage) -> None:
     assert sorted(p.name for p in storage.directory.iterdir()) == ["m.json"]
 
 
-def test_clean_abandoned_removes_dead_leftovers_only(storage: LocalStorage) -> None:
-    stale_partial = storage.directory / f".{NAME}.partial"
-    stale_partial.write_bytes(b"x")
-    age(stale_partial)
-    orphan = storage.directory / "postgres_backup_20251203_000000.sql.gz"
-    orphan.write_bytes(b"x")
-    age(orphan)
-    complete = storage.directory / "postgres_backup_20251202_000000.sql.gz"
-    complete.write_bytes(b"x")
-    age(complete)
-
+def test_discard_unfinished_leaves_a_file_a_live_writer_holds(storage: LocalStorage) -> None:
+    stale = storage.directory / f".{NAME}.partial"
+    stale.write_bytes(b"x")
     live = storage.open_writer("postgres_backup_20251205_000000.sql.gz")  # holds its lock
     live.write(b"in progress")
-    age(live.partial_path)
-    fresh = storage.directory / ".postgres_backup_20251206_000000.sql.gz.partial"
-    fresh.write_bytes(b"just created")
-
-    removed = storage.clean_abandoned(
-        {orphan.name: False, complete.name: True, live.final_path.name: False}
-    )
-    assert sorted(removed) == sorted([stale_partial.name, orphan.name])
-    assert complete.exists() and live.partial_path.exists() and fresh.exists()
+    assert storage.unfinished_names() == sorted([NAME, "postgres_backup_20251205_000000.sql.gz"])
+    assert storage.discard_unfinished(NAME)
+    assert not storage.discard_unfinished("postgres_backup_20251205_000000.sql.gz")
+    assert live.partial_path.exists() and not stale.exists()
     live.abort()
-    assert ABANDONED_AFTER_SECONDS <= 5
+    assert not live.partial_path.exists()
 
 
-def test_a_committed_backup_awaiting_its_manifest_is_not_abandoned(storage: LocalStorage) -> None:
-    writer = storage.open_writer(NAME)
-    writer.write(b"data")
-    writer.commit()
-    age(storage.directory / NAME)
-    assert storage.clean_abandoned({NAME: False}) == []  # its writer still holds the lock
-    writer.close()
-    assert storage.clean_abandoned({NAME: False}) == [NAME]
+def test_a_published_file_is_never_replaced_by_a_second_publication(
+    storage: LocalStorage,
+) -> None:
+    first = storage.open_writer(NAME)
+    second = LocalWriterFor(storage, "other")
+    first.write(b"first")
+    first.commit()
+    second.write(b"second")
+    with pytest.raises(StorageError, match="already exists"):
+        second.commit()
+    second.abort()
+    assert (storage.directory / NAME).read_bytes() == b"first"
+    first.close()
+
+
+def LocalWriterFor(storage: LocalStorage, tag: str) -> LocalWriter:  # noqa: N802 - a factory
+    """A writer for NAME whose partial file has another name: as if it raced the first."""
+    writer = LocalWriter.__new__(LocalWriter)
+    LocalWriter.__init__(writer, storage.directory, f"{NAME}.{tag}")
+    writer.final_path = storage.directory / NAME
+    return writer
+
+
+def test_create_small_creates_only_once(storage: LocalStorage) -> None:
+    assert storage.create_small("claim.json", b"mine")
+    assert not storage.create_small("claim.json", b"yours")
+    assert storage.get_small("claim.json") == b"mine"
+    assert sorted(p.name for p in storage.directory.iterdir()) == ["claim.json"]

@@ -1,0 +1,27 @@
+"""Crash points, so that tests can kill bakup at each step of a backup's lifecycle with a real
+SIGKILL and check that nothing is lost or listed half-made.
+
+``BAKUP_CRASH_AT=<point>`` in the environment makes the process kill itself when it reaches
+that point; unset (always, in production), ``reach`` does nothing. The points are named in
+docs/backup-lifecycle.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = (
+    "claimed",  # the claim is recorded, no data yet
+    "published",  # the data is under its final name, the claim not yet replaced
+    "completed",  # the backup is recorded complete, the prune after it not begun
+    "retiring",  # retention marked a backup deleting, its data still there
+    "retired-data",  # its data deleted, its manifest not yet
+    "verifying",  # a verification read the backup and is about to record the result
+)
+
+
+def reach(point: str) -> None:
+    """Die here, at once and without clean-up, if the environment asks for ``point``."""
+    if os.environ.get("BAKUP_CRASH_AT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
