@@ -1,6 +1,6 @@
 """Verification: is a stored backup really restorable?
 
-Two levels:
+Two levels, and a third for encrypted backups whose key is not on this machine:
 
 - integrity: read the stored file back, check its sha256 against the manifest, decompress it
   fully, count every table's rows again from the archive and compare them with the manifest,
@@ -8,7 +8,9 @@ Two levels:
 - restore: restore it into a scratch database (with a unique name, on VERIFY_DATABASE_URL's
   server or the source server), compare every table's row count with the manifest's, and drop
   the scratch database afterwards, whatever happens. Without the privilege to create a
-  database this falls back to integrity and says so.
+  database this falls back to integrity and says so;
+- checksum: without the decryption key, the stored bytes' sha256 against the manifest and the
+  age file's structure: all that can be checked without decrypting.
 
 Scratch databases left by an interrupted run are dropped by the next one: each run holds an
 advisory lock on the verify server for as long as its scratch database exists, and only
@@ -17,6 +19,7 @@ databases whose lock is free (their owner is gone) are dropped, however old.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -29,7 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,6 +55,17 @@ log = logging.getLogger("bakup")
 
 READ_SIZE = 1 << 20
 LIST_TIMEOUT_SECONDS = 300
+# Verification without the decryption key: the level recorded and the note that says why.
+KEYLESS_LEVEL = "checksum"
+KEYLESS_NOTE = (
+    "the decryption key is not on this machine (ENCRYPTION_IDENTITY_FILE): "
+    "checked the stored bytes only"
+)
+AGE_VERSION_LINE = b"age-encryption.org/v1"
+AGE_HEADER_LIMIT = 64 * 1024  # far more than a header with a few recipients takes
+AGE_NONCE_SIZE = 16
+AGE_TAG_SIZE = 16
+AGE_CHUNK_SIZE = 64 * 1024 + AGE_TAG_SIZE
 SCRATCH_PREFIX = "bakup_verify_"
 # First half of the advisory lock key a scratch database's owner holds ("baku").
 SCRATCH_LOCK_CLASS = 0x62616B75
@@ -280,6 +294,131 @@ def check_integrity(
     return checks
 
 
+def check_stored_checksum(storage: Storage, backup: Backup) -> list[str]:
+    """Check a stored backup without decrypting it: for when the decryption key is kept off
+    this machine (ENCRYPTION_IDENTITY_FILE unset), as the README advises.
+
+    Reads the stored file whole, checks its sha256 and size against the manifest and, for an
+    encrypted backup, that it is a well-formed age file: the header's lines and recipient
+    stanzas, and a payload whose size fits age's 64 KiB chunks. Returns the checks that
+    passed. Raises ChecksumMismatch when the bytes differ from the manifest, VerifyError
+    when the file is not a well-formed age file, StorageError when it cannot be read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    head = bytearray()
+    with storage.open_reader(backup.name) as stream:
+        while chunk := stream.read(READ_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+            if len(head) < AGE_HEADER_LIMIT:
+                head += chunk[: AGE_HEADER_LIMIT - len(head)]
+    if digest.hexdigest() != backup.sha256 or size != backup.size_bytes:
+        raise ChecksumMismatch(
+            f"checksum mismatch for {backup.name}: the stored file is corrupted "
+            f"(sha256 {digest.hexdigest()[:16]}..., manifest says {backup.sha256[:16]}...)",
+            stage="verify",
+        )
+    checks = ["sha256 matches the manifest"]
+    if backup.encrypted:
+        try:
+            header_size, recipients = _parse_age_header(bytes(head))
+            _check_age_payload(size - header_size)
+        except ValueError as error:
+            raise VerifyError(
+                f"{backup.name} is not a well-formed age file: {error}", stage="verify"
+            ) from None
+        checks.append(
+            f"the age header is well-formed ({recipients} recipients) and the encrypted "
+            "payload's size fits its chunks"
+        )
+    return checks
+
+
+def check_without_key(storage: Storage, backup: Backup) -> VerifyResult:
+    """Verify an encrypted backup as far as possible without its decryption key: the result
+    has level ``checksum``, the checks of check_stored_checksum and KEYLESS_NOTE. Raises
+    as check_stored_checksum does."""
+    started = time.monotonic()
+    checks = check_stored_checksum(storage, backup)
+    return VerifyResult(
+        level=KEYLESS_LEVEL,
+        checks=checks,
+        notes=[KEYLESS_NOTE],
+        seconds=time.monotonic() - started,
+    )
+
+
+def _parse_age_header(data: bytes) -> tuple[int, int]:
+    """Check the header of a binary age file (age-encryption.org/v1) at the start of
+    ``data``; returns its size in bytes and its number of X25519 recipient stanzas. Raises
+    ValueError saying what is wrong. The MAC cannot be checked without the key."""
+    lines = data.split(b"\n")
+    if len(lines) < 2 or lines[0] != AGE_VERSION_LINE:
+        raise ValueError("it does not start with the age-encryption.org/v1 line")
+    position = len(lines[0]) + 1
+    index = 1
+    x25519 = 0
+    while True:
+        if index >= len(lines) - 1:  # the last piece has no newline after it: cut off
+            raise ValueError("the header has no end (--- line) in its first 64 KiB")
+        line = lines[index]
+        if line.startswith(b"--- "):
+            if not _is_base64(line[4:], 32):
+                raise ValueError("the header's MAC line is malformed")
+            break
+        if not line.startswith(b"-> "):
+            raise ValueError(f"header line {index + 1} is neither a recipient nor the end")
+        arguments = line[3:].split(b" ")
+        if not all(arguments) or not all(_is_vchar(argument) for argument in arguments):
+            raise ValueError(f"recipient stanza on header line {index + 1} is malformed")
+        body = []
+        while True:  # the body: base64 lines of 64 characters, ended by a shorter one
+            index += 1
+            if index >= len(lines) - 1:
+                raise ValueError("the header has no end (--- line) in its first 64 KiB")
+            body.append(lines[index])
+            if len(lines[index]) < 64:
+                break
+            if len(lines[index]) > 64:
+                raise ValueError(f"header line {index + 1} is longer than 64 characters")
+        if arguments[0] == b"X25519":
+            if len(arguments) != 2 or not _is_base64(arguments[1], 32):
+                raise ValueError("an X25519 recipient stanza has a malformed share")
+            if not _is_base64(b"".join(body), 32):
+                raise ValueError("an X25519 recipient stanza has a malformed file key")
+            x25519 += 1
+        index += 1
+    if not x25519:
+        raise ValueError("the header names no X25519 recipient (age1... key)")
+    size = position + sum(len(line) + 1 for line in lines[1 : index + 1])
+    return size, x25519
+
+
+def _check_age_payload(size: int) -> None:
+    """Check that an age payload of ``size`` bytes can be a nonce and whole chunks: each
+    chunk is up to 64 KiB of ciphertext plus a 16-byte tag. Raises ValueError."""
+    chunks = size - AGE_NONCE_SIZE
+    if chunks < AGE_TAG_SIZE or 0 < chunks % AGE_CHUNK_SIZE < AGE_TAG_SIZE:
+        raise ValueError(f"its encrypted payload of {size} bytes cannot hold whole chunks")
+
+
+def _is_base64(text: bytes, decoded_size: int) -> bool:
+    """Whether ``text`` is unpadded standard base64 of exactly ``decoded_size`` bytes."""
+    if len(text) != (decoded_size * 8 + 5) // 6:
+        return False
+    try:
+        decoded = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except ValueError:
+        return False
+    # The canonical encoding only: leftover bits must be zero (re-encoding gives it back).
+    return len(decoded) == decoded_size and base64.b64encode(decoded).rstrip(b"=") == text
+
+
+def _is_vchar(text: bytes) -> bool:
+    return all(0x21 <= byte <= 0x7E for byte in text)
+
+
 def restore_test(
     storage: Storage,
     backup: Backup,
@@ -490,3 +629,58 @@ def _difference(expected: dict[str, int], found: dict[str, int]) -> str:
     ]
     more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
     return "; ".join(differing[:3]) + more
+
+
+def describe_stored(
+    storage: Storage,
+    backup: Backup,
+    pg_bin_dir: Path | None = None,
+    identities: list[Any] | None = None,
+) -> tuple[Backup, list[str]]:
+    """Read an adopted (or unrecorded) backup whole and describe it, as a backup's own run
+    would have: its sha256 and size, every table's rows (zlib-compressed data blocks of the
+    original script's ``pg_dump -Fc`` archives included) and the versions in its header.
+
+    Returns the described backup and the checks that passed. Raises VerifyError when the
+    file does not decompress into a complete archive that ``pg_restore --list`` reads,
+    StorageError when it cannot be read.
+    """
+    try:
+        found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
+    except OSError as error:
+        raise VerifyError(
+            f"verifying {backup.name} failed: {_describe_os_error(error)}", stage="verify"
+        ) from None
+    if found.unreadable is not None:
+        raise VerifyError(found.unreadable, stage="verify")
+    try:
+        summary = found.counter.finish()
+    except ArchiveFormatError as error:
+        raise VerifyError(
+            f"{backup.name} holds an incomplete archive: {error}", stage="verify"
+        ) from None
+    if found.list_returncode != 0:
+        _, message = explain_failure("pg_restore", found.list_errors, found.list_returncode, None)
+        raise VerifyError(f"pg_restore --list cannot read {backup.name}: {message}", stage="verify")
+    entries = found.list_output.count(b" TABLE DATA ")
+    if entries != len(summary.row_counts):
+        raise VerifyError(
+            f"pg_restore --list shows data for {entries} tables, the archive holds "
+            f"{len(summary.row_counts)}",
+            stage="verify",
+        )
+    described = replace(
+        backup,
+        sha256=found.sha256,
+        size_bytes=found.stored_size,
+        table_row_counts=summary.row_counts,
+        pg_dump_version=summary.pg_dump_version,
+        server_version=summary.server_version,
+        archive_version=summary.archive_version,
+        database=summary.database or backup.database,
+    )
+    return described, [
+        f"sha256 recorded ({found.sha256[:16]}...)",
+        f"decompressed fully; rows counted in {len(summary.row_counts)} tables",
+        "pg_restore --list reads its table of contents",
+    ]

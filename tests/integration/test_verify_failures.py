@@ -3,6 +3,8 @@ verify server, checks without the decryption key, scratch databases owned by liv
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import signal
 import subprocess
@@ -17,9 +19,15 @@ import pytest
 
 from bakup.catalog import Backup, find_backup
 from bakup.dburl import ConnectionParams, parse_database_url
-from bakup.errors import BakupError
+from bakup.errors import BakupError, ChecksumMismatch
 from bakup.storage.local import LocalStorage
-from bakup.verify import VerifyError, check_integrity, restore_test
+from bakup.verify import (
+    VerifyError,
+    check_integrity,
+    check_stored_checksum,
+    check_without_key,
+    restore_test,
+)
 from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.integration.test_encryption import key_pair
 from tests.support.postgres_server import free_port
@@ -241,3 +249,53 @@ def test_a_pg_restore_that_cannot_be_run_is_one_line(small_db: Database, tmp_pat
     ):
         restore_test(storage, backup, parse_url(small_db.url), pg_bin_dir=bin_dir)
     assert run_bakup("verify", "--restore", env=env).returncode == 0  # nothing left behind
+
+
+def test_an_encrypted_backup_is_checked_without_its_key(small_db: Database, tmp_path: Path) -> None:
+    public, _ = key_pair(tmp_path, "ops")
+    other, _ = key_pair(tmp_path, "offsite")
+    storage, backup = backed_up(
+        small_db, tmp_path / "b", ENCRYPTION_RECIPIENTS=f"{public},{other}", COMPRESSION="none"
+    )
+    assert backup.encrypted
+
+    checks = check_stored_checksum(storage, backup)
+    assert checks[0] == "sha256 matches the manifest"
+    assert "age header is well-formed (2 recipients)" in checks[1]
+    result = check_without_key(storage, backup)
+    assert result.level == "checksum" and "ENCRYPTION_IDENTITY_FILE" in result.notes[0]
+    assert result.as_manifest()["checks"] == checks
+    assert child_processes("pg_restore") == []
+
+    stored = tmp_path / "b" / backup.name
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch"):
+        check_stored_checksum(storage, backup)
+
+
+@pytest.mark.parametrize(
+    ("damage", "phrase"),
+    [
+        (lambda data: b"age-encryption.org/v2" + data[21:], "does not start with"),
+        (lambda data: data.replace(b"-> X25519 ", b"-> X25519  ", 1), "stanza"),
+        (lambda data: data.replace(b"\n--- ", b"\n-- ", 1), "neither a recipient nor the end"),
+        # Cut 5 bytes into the payload, after the 16-byte nonce: not even one chunk's tag.
+        (lambda data: data[: data.index(b"\n---") + 49 + 16 + 5], "cannot hold whole chunks"),
+        (lambda data: data[: data.index(b"\n---")], "no end"),
+    ],
+)
+def test_a_malformed_age_file_whose_checksum_matches_is_reported(
+    small_db: Database, tmp_path: Path, damage, phrase: str
+) -> None:
+    public, _ = key_pair(tmp_path, "ops")
+    storage, backup = backed_up(small_db, tmp_path / "b", ENCRYPTION_RECIPIENTS=public)
+    stored = tmp_path / "b" / backup.name
+    damaged = damage(stored.read_bytes())
+    stored.write_bytes(damaged)
+    # A manifest written for the damaged bytes: only the structure check can catch it.
+    recorded = dataclasses.replace(
+        backup, sha256=hashlib.sha256(damaged).hexdigest(), size_bytes=len(damaged)
+    )
+    with pytest.raises(VerifyError, match=f"is not a well-formed age file: .*{phrase}"):
+        check_stored_checksum(storage, recorded)
