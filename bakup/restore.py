@@ -3,12 +3,14 @@ decompressed archive into pg_restore, which applies it in a single transaction.
 
 The checksum is checked over the whole stored file before pg_restore starts, so a corrupted
 backup is reported as such and the target is never touched. A single transaction means a
-restore that fails half way leaves the target as it was.
+restore that fails half way leaves the target as it was. ``latest`` means the newest backup
+that did not fail verification.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,11 +18,11 @@ from typing import Any
 
 import psycopg
 
-from bakup.catalog import Backup
+from bakup.catalog import Backup, manifest_name
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
-from bakup.errors import ChecksumMismatch, RestoreError
+from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
 from bakup.pgtools import (
     child_environment,
     diagnose_output,
@@ -30,6 +32,8 @@ from bakup.pgtools import (
 )
 from bakup.storage.base import Storage
 
+log = logging.getLogger("bakup")
+
 READ_SIZE = 1 << 20
 
 _USER_OBJECTS = """
@@ -38,6 +42,51 @@ _USER_OBJECTS = """
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 """
+
+
+def choose_backup(backups: list[Backup], name: str) -> Backup:
+    """Pick the backup to restore from ``backups`` (a storage's listing).
+
+    ``latest`` is the newest backup whose verification did not fail (never verified counts
+    as not failed), and the choice is logged, with a warning for each newer one skipped. Any
+    other name picks that backup, logging a warning if its verification failed. Raises
+    BackupNotFound when there is no such backup, or every backup failed verification.
+    """
+    ordered = sorted(backups, key=lambda backup: (backup.created_at, backup.name))
+    if name != "latest":
+        for backup in ordered:
+            if name in (backup.name, manifest_name(backup.name)):
+                if backup.verified is False:
+                    log.warning(
+                        "WARNING: %s failed verification (%s): restoring it because it was named",
+                        backup.name,
+                        _verification_error(backup),
+                    )
+                return backup
+        raise BackupNotFound(f"no backup named {name!r}: run `bakup list` to see them")
+    if not ordered:
+        raise BackupNotFound("there are no complete backups to restore")
+    for index in range(len(ordered) - 1, -1, -1):
+        chosen = ordered[index]
+        if chosen.verified is not False:
+            for skipped in ordered[index + 1 :]:
+                log.warning(
+                    "WARNING: skipping %s: its verification failed (%s)",
+                    skipped.name,
+                    _verification_error(skipped),
+                )
+            log.info("Restoring %s (newest backup that did not fail verification)", chosen.name)
+            return chosen
+    raise BackupNotFound(
+        f"every backup failed verification, the newest being {ordered[-1].name} "
+        f"({_verification_error(ordered[-1])}): name one to restore it anyway"
+    )
+
+
+def _verification_error(backup: Backup) -> str:
+    """The recorded reason a backup failed verification, in one short line."""
+    error = str((backup.verification or {}).get("error") or "no reason recorded")
+    return error if len(error) <= 160 else error[:157] + "..."
 
 
 def check_checksum(storage: Storage, backup: Backup) -> int:
@@ -115,14 +164,21 @@ def restore_backup(
     )
     compression = get_compression(backup.compression)
     with tempfile.TemporaryFile() as stderr_file:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_file,
-            env=child_environment(target),
-            preexec_fn=die_with_parent,
-        )
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                env=child_environment(target),
+                preexec_fn=die_with_parent,
+            )
+        except OSError as error:
+            raise RestoreError(
+                f"cannot run {pg_restore}: {error.strerror or error}: check PG_BIN_DIR or the "
+                "PostgreSQL client install",
+                stage="restore",
+            ) from None
         assert process.stdin is not None
         try:
             with storage.open_reader(backup.name) as stored:
