@@ -126,6 +126,7 @@ class _ReadBack:
 
     sha256: str
     stored_size: int
+    archive_size: int  # the decrypted, decompressed pg_dump archive's
     counter: RowCounter
     list_returncode: int
     list_output: bytes
@@ -159,8 +160,9 @@ def _read_back(
         )
         unreadable = None
         returncode = -1
+        archive_size = 0
         try:
-            returncode = _feed_archive(backup, hashing, process, counter, identities)
+            returncode, archive_size = _feed_archive(backup, hashing, process, counter, identities)
         except ArchiveFormatError as error:
             unreadable = f"{backup.name} does not hold a pg_dump archive: {error}"
         except (EOFError, ValueError, zstandard.ZstdError, OSError) as error:
@@ -180,6 +182,7 @@ def _read_back(
         return _ReadBack(
             sha256=hashing.digest.hexdigest(),
             stored_size=hashing.size,
+            archive_size=archive_size,
             counter=counter,
             list_returncode=returncode,
             list_output=listing.read(),
@@ -194,10 +197,11 @@ def _feed_archive(
     process: subprocess.Popen[bytes],
     counter: RowCounter,
     identities: list[Any] | None,
-) -> int:
+) -> tuple[int, int]:
     """Decrypt and decompress the stored bytes into ``counter`` and pg_restore's stdin;
-    returns pg_restore's exit status. Raises what reading, decrypting, decompressing or
-    parsing raises; VerifyError when pg_restore does not finish."""
+    returns pg_restore's exit status and the archive's size. Raises what reading,
+    decrypting, decompressing or parsing raises; VerifyError when pg_restore does not
+    finish."""
     assert process.stdin is not None
     stream = open_archive(
         io.BufferedReader(hashing),
@@ -205,9 +209,11 @@ def _feed_archive(
         compression=get_compression(backup.compression),
         identities=identities,
     )
+    size = 0
     try:
         feeding = True
         while chunk := stream.read(READ_SIZE):
+            size += len(chunk)
             counter.feed(chunk)
             if feeding:
                 try:
@@ -219,7 +225,7 @@ def _feed_archive(
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()
     try:
-        return process.wait(timeout=LIST_TIMEOUT_SECONDS)
+        return process.wait(timeout=LIST_TIMEOUT_SECONDS), size
     except subprocess.TimeoutExpired:
         raise VerifyError(
             f"pg_restore --list did not finish reading {backup.name} within "
@@ -673,6 +679,7 @@ def describe_stored(
         backup,
         sha256=found.sha256,
         size_bytes=found.stored_size,
+        raw_size_bytes=found.archive_size,
         table_row_counts=summary.row_counts,
         pg_dump_version=summary.pg_dump_version,
         server_version=summary.server_version,
@@ -681,6 +688,7 @@ def describe_stored(
     )
     return described, [
         f"sha256 recorded ({found.sha256[:16]}...)",
-        f"decompressed fully; rows counted in {len(summary.row_counts)} tables",
+        f"decompressed fully; rows counted in {len(summary.row_counts)} tables"
+        + (" (pg_dump's own zlib data blocks)" if summary.data_compression == "gzip" else ""),
         "pg_restore --list reads its table of contents",
     ]

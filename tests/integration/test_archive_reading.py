@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import random
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bakup import archive
 from bakup.archive import RowCounter
+from bakup.catalog import unrecorded_backup
+from bakup.storage.local import LocalStorage
+from bakup.verify import check_integrity, describe_stored
 from tests.conftest import Database
 from tests.support.postgres_server import find_server_bin
 
@@ -87,3 +93,22 @@ def test_a_pg_dump_fc_archive_with_a_damaged_data_block_is_rejected(small_db: Da
     data[-200] ^= 0xFF  # inside the last table's zlib stream, after the table of contents
     with pytest.raises(archive.ArchiveFormatError, match="compressed data"):
         count_in_random_pieces(bytes(data), seed=2)
+
+
+def test_a_cron_made_backup_is_described_then_checked_like_any_other(
+    small_db: Database, tmp_path: Path
+) -> None:
+    # What the old cron script left: pg_dump -Fc (zlib data blocks), then gzip over it.
+    archive_bytes = pg_dump(small_db)
+    name = "postgres_backup_20250101_020000.sql.gz"
+    (tmp_path / name).write_bytes(gzip.compress(archive_bytes))
+    storage = LocalStorage(tmp_path)
+    found = unrecorded_backup(name, (tmp_path / name).stat().st_size, small_db.name, "cron")
+
+    described, checks = describe_stored(storage, found)
+    assert described.table_row_counts == {"public.t": 3000}
+    assert described.sha256 == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+    assert described.raw_size_bytes == len(archive_bytes)
+    assert described.archive_version.startswith("1.")
+    assert any("zlib data blocks" in check for check in checks)
+    assert "pg_restore --list reads its table of contents" in check_integrity(storage, described)
