@@ -15,7 +15,7 @@ import psycopg
 
 from bakup.dburl import ConnectionParams
 from bakup.errors import BakupError, ConfigError
-from bakup.pgtools import explain_failure, find_program, program_version
+from bakup.pgtools import connect, explain_failure, find_program, program_version
 from bakup.settings import Settings
 from bakup.storage import open_storage
 
@@ -83,10 +83,12 @@ def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult,
     """Log in to ``database``; returns the result and the server's major version."""
     label = "database" if name == database.dbname else f"database {name}"
     try:
-        with psycopg.connect(**database.connect_kwargs(), connect_timeout=15) as connection:
+        with connect(database) as connection:
             major = connection.info.server_version // 10000
     except psycopg.Error as error:
-        _, message = explain_failure("psql", str(error), 1, database.password)
+        _, message = explain_failure(
+            "psql", str(error), 1, database.password, variable=database.variable
+        )
         return CheckResult(label, False, f"{database.display()}: {message}"), None
     return CheckResult(
         label, True, f"connected to {database.display()} (PostgreSQL {major})"

@@ -4,17 +4,43 @@ libpq itself (through psycopg's conninfo functions) decides what a URL means, so
 URL exactly as pg_dump and psql would. libpq's own parser accepts some URLs that fail only at
 connect time (a port of ``abc``) and echoes the whole URL, password included, in its errors, so
 this module checks the parts people get wrong first and words each error itself.
+
+Secrets (the password, ``sslpassword`` and any other keyword libpq marks as secret) are kept
+apart from the other parameters, so the connection string that goes into a program's argv
+never holds one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from psycopg import conninfo as libpq_conninfo
+from psycopg import pq
+
+from bakup.redaction import redact
 
 SCHEMES = ("postgresql", "postgres")
+
+# Secret keywords known to every libpq bakup supports; newer ones come from libpq itself.
+KNOWN_SECRET_KEYWORDS = frozenset({"password", "sslpassword", "oauth_client_secret"})
+
+
+@functools.cache
+def secret_keywords() -> frozenset[str]:
+    """The connection keywords whose values are secrets: those libpq itself displays as
+    hidden (``dispchar`` ``*``), plus KNOWN_SECRET_KEYWORDS."""
+    try:
+        hidden = {
+            option.keyword.decode()
+            for option in pq.Conninfo.get_defaults()
+            if option.dispchar and b"*" in option.dispchar
+        }
+    except Exception:  # libpq cannot list its options here: the known ones still apply
+        hidden = set()
+    return KNOWN_SECRET_KEYWORDS | hidden
 
 
 class DatabaseUrlError(ValueError):
@@ -32,6 +58,10 @@ class ConnectionParams:
 
     params: dict[str, str]
     password: str | None = field(default=None, repr=False)
+    # Other secret keywords (sslpassword, ...): never in conninfo(), never in argv.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # The variable (or option) the URL came from, for advice: DATABASE_URL, --target-url, ...
+    variable: str = "DATABASE_URL"
 
     @property
     def dbname(self) -> str:
@@ -53,13 +83,19 @@ class ConnectionParams:
         """The role name, empty when the URL gave none."""
         return self.params.get("user", "")
 
+    @property
+    def connect_timeout(self) -> int | None:
+        """The URL's own ``connect_timeout`` in seconds, None when it sets none."""
+        value = self.params.get("connect_timeout", "").strip()
+        return int(value) if value.isdigit() else None
+
     def conninfo(self) -> str:
-        """Return a libpq keyword/value string without the password, safe to put in argv."""
+        """Return a libpq keyword/value string without any secret, safe to put in argv."""
         return libpq_conninfo.make_conninfo(**self.params)
 
     def connect_kwargs(self) -> dict[str, str]:
-        """Return keyword arguments for ``psycopg.connect``, password included."""
-        kwargs = dict(self.params)
+        """Return keyword arguments for ``psycopg.connect``, secrets included."""
+        kwargs = {**self.params, **self.secrets}
         if self.password is not None:
             kwargs["password"] = self.password
         return kwargs
@@ -84,14 +120,17 @@ class ConnectionParams:
 
     def with_dbname(self, dbname: str) -> ConnectionParams:
         """Return the same connection aimed at another database on the same server."""
-        return ConnectionParams({**self.params, "dbname": dbname}, self.password)
+        return ConnectionParams(
+            {**self.params, "dbname": dbname}, self.password, self.secrets, self.variable
+        )
 
 
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> ConnectionParams:
     """Parse a ``postgresql://`` or ``postgres://`` URL by libpq's rules.
 
-    Given the URL and the name of the variable it came from (for messages); returns its
-    connection parameters. Raises DatabaseUrlError naming the bad part, without the password.
+    Given the URL and the name of the variable it came from (for messages and advice);
+    returns its connection parameters. Raises DatabaseUrlError naming the bad part, without
+    the password or any part of it.
     """
     url = url.strip()
     if not url:
@@ -107,6 +146,7 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> ConnectionPar
         raise DatabaseUrlError(
             f"{name} has unknown scheme {scheme!r}: use postgresql:// or postgres://"
         )
+    _check_credentials_encoded(url.partition("://")[2], name)
     try:
         parts = urlsplit(url)
         netloc_password = parts.password
@@ -121,11 +161,59 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> ConnectionPar
     parsed_password = parsed.pop("password", None)
     if parsed_password is not None:
         password = str(parsed_password)
+    secrets = {
+        key: str(parsed.pop(key))
+        for key in sorted(secret_keywords() & parsed.keys())
+        if parsed[key] is not None
+    }
     params = {key: str(value) for key, value in parsed.items() if value is not None}
     _check_host_and_port(params, name)
     if not params.get("dbname"):
         raise DatabaseUrlError(f"{name} names no database: add /dbname after the host")
-    return ConnectionParams(params, password)
+    if secrets and "service" in params:
+        raise DatabaseUrlError(
+            f"{name} sets {', '.join(secrets)} beside service=: put {', '.join(secrets)} "
+            "in the service file instead"
+        )
+    if any("\n" in value or "\r" in value for value in secrets.values()):
+        raise DatabaseUrlError(f"{name}: {', '.join(secrets)} cannot span several lines")
+    return ConnectionParams(params, password, secrets, name)
+
+
+def _check_credentials_encoded(rest: str, name: str) -> None:
+    """Raise DatabaseUrlError when the user:password part of a URL (``rest`` is what follows
+    ``://``) holds a character that must be percent-encoded there.
+
+    libpq and URL parsers then split the URL in the wrong place and their errors quote a
+    piece of the password as a host, port or database name, so this check comes first and
+    its message quotes nothing.
+    """
+    authority = rest.split("/", 1)[0]  # libpq ends the user:password@host part at "/"
+    path = rest[len(authority) :].split("?", 1)[0]
+    first_at = authority.find("@")
+    if first_at >= 0 and "?" in authority[first_at:]:  # ?query=... right after the host
+        authority = authority[: authority.index("?", first_at)]
+    credentials, at, _host = authority.rpartition("@")
+    unencoded = (
+        # p@ss: a second "@"
+        authority.count("@") > 1
+        # Hash#Pw or pa?ss: by URL rules the user:password@host part ends there
+        or (bool(at) and any(mark in credentials for mark in "#?"))
+        # pa/ss: the password's tail and the host end up in the database name
+        or (
+            not at
+            and "@" in path
+            and ":" in authority
+            and not re.fullmatch(r"[0-9,]*", authority.rpartition(":")[2])
+        )
+        # 100% or %zz: not a percent-encoded byte
+        or (bool(at) and re.search(r"%(?![0-9A-Fa-f]{2})", credentials) is not None)
+    )
+    if unencoded:
+        raise DatabaseUrlError(
+            f"{name}: the password seems to contain unencoded characters (@ # / ? %): "
+            "percent-encode the password"
+        )
 
 
 def _check_host_and_port(params: dict[str, str], name: str) -> None:
@@ -147,17 +235,12 @@ def _check_host_and_port(params: dict[str, str], name: str) -> None:
 
 
 def _redact(text: str, url: str, password: str | None = None) -> str:
-    """Return ``text`` with the URL's password (raw and percent-encoded) replaced by ``***``."""
-    secrets: set[str] = set()
-    if password:
-        secrets.add(password)
+    """Return ``text`` without the URL's password (see bakup.redaction.redact)."""
+    secrets = [password]
     match = re.match(r"[^:]+://[^:@/]*:([^@/]*)@", url)
     if match and match.group(1):
-        secrets.add(match.group(1))
-        secrets.add(unquote(match.group(1)))
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+        secrets += [match.group(1), unquote(match.group(1))]
+    return redact(text, secrets)
 
 
 def redact_url(url: str) -> str:

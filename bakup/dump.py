@@ -25,7 +25,14 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import EncryptingWriter
 from bakup.errors import DumpError, StorageError
-from bakup.pgtools import child_environment, diagnose_output, die_with_parent, find_program
+from bakup.pgtools import (
+    DEFAULT_LOCK_WAIT_TIMEOUT,
+    child_connection,
+    diagnose_output,
+    die_with_parent,
+    find_program,
+    lock_wait_timeout,
+)
 from bakup.storage.base import Storage, StoredWriter
 
 READ_SIZE = 1 << 20
@@ -71,14 +78,22 @@ class _HashingSink:
         return False
 
 
-def pg_dump_command(pg_dump: str, database: ConnectionParams) -> tuple[str, ...]:
-    """Return pg_dump's argv: custom format, its own compression off, never a password."""
+def pg_dump_command(
+    pg_dump: str, conninfo: str, *, lock_wait_seconds: int = DEFAULT_LOCK_WAIT_TIMEOUT
+) -> tuple[str, ...]:
+    """Return pg_dump's argv: custom format, its own compression off, never a password.
+
+    Given the program, the connection string (free of secrets, see child_connection) and how
+    long pg_dump may wait for a table lock (0: for ever); returns the argv.
+    """
     return (
         pg_dump,
         "--format=custom",
         "--compress=0",
         "--no-password",
-        f"--dbname={database.conninfo()}",
+        # Without a limit, a session holding an exclusive lock would stall the run for ever.
+        *((f"--lock-wait-timeout={lock_wait_seconds}s",) if lock_wait_seconds else ()),
+        f"--dbname={conninfo}",
     )
 
 
@@ -108,14 +123,18 @@ def dump_to_storage(
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     try:
         try:
-            process = subprocess.Popen(
-                pg_dump_command(pg_dump, database),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-                env=child_environment(database),
-                preexec_fn=die_with_parent,
-            )
+            with child_connection(database) as connection:
+                process = subprocess.Popen(
+                    pg_dump_command(
+                        pg_dump, connection.conninfo, lock_wait_seconds=lock_wait_timeout()
+                    ),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr_file,
+                    env=connection.env,
+                    pass_fds=connection.pass_fds,
+                    preexec_fn=die_with_parent,
+                )
         except OSError as error:
             raise DumpError(f"cannot start {pg_dump}: {error.strerror}", stage="dump") from None
         assert process.stdout is not None
@@ -151,7 +170,9 @@ def dump_to_storage(
                 raise
         returncode = process.wait()
         if returncode != 0:
-            failure = diagnose_output("pg_dump", stderr_file, returncode, database.password)
+            failure = diagnose_output(
+                "pg_dump", stderr_file, returncode, database.password, variable=database.variable
+            )
             raise DumpError(failure.message, stage=failure.stage, transient=failure.transient)
         try:
             if archive_error is not None:

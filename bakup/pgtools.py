@@ -1,71 +1,154 @@
 """Finding and running PostgreSQL's client programs (pg_dump, pg_restore), safely.
 
 Commands are built as tuples, always with ``--no-password`` so a missing password fails at once
-instead of waiting on a prompt; the password travels only in the child's environment. What a
-program prints on stderr is turned into one line for the operator, with the password removed.
+instead of waiting on a prompt; secrets travel only in the child's environment or a private
+service file, never in argv. Connections time out (PG_CONNECT_TIMEOUT) so a server that never
+answers cannot hang a run. What a program prints on stderr is turned into one line for the
+operator, with secrets removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import psycopg
 
 from bakup.dburl import ConnectionParams
 from bakup.errors import DumpError
+from bakup.redaction import redact
 
-# The wording of libpq and pg_dump failures -> (stage, transient, what to do). Transient ones
-# may go away by themselves (the server restarts, the network comes back): worth a retry.
-_HINTS: tuple[tuple[str, str, bool, str], ...] = (
+# Default limits, in seconds: how long to wait for a server to answer a connection, and for a
+# table lock another session holds, before the run fails (and, if scheduled, is retried).
+DEFAULT_CONNECT_TIMEOUT = 30
+DEFAULT_LOCK_WAIT_TIMEOUT = 300
+
+# The wording of libpq and pg_dump failures -> (stage, transient, what to do); the first that
+# matches wins. Transient ones may go away by themselves (the server restarts, the network comes
+# back, a table dropped mid-dump is simply not there next time): worth a retry. ``{variable}``
+# is the variable the connection came from (DATABASE_URL, TARGET_DATABASE_URL, ...).
+# A hint whose pattern ends in "@pg_dump" or "@pg_restore" applies to that program only.
+_HINTS: tuple[tuple[re.Pattern[str], str | None, str, bool, str], ...] = tuple(
     (
-        "password authentication failed",
-        "connect",
-        False,
-        "check the user and password in DATABASE_URL",
-    ),
-    ("no password supplied", "connect", False, "put the password in DATABASE_URL"),
-    ("does not exist", "connect", False, "check the database and user names in DATABASE_URL"),
-    (
-        "server version mismatch",
-        "dump",
-        False,
-        "install a pg_dump at least as new as the server's major version, or set PG_BIN_DIR",
-    ),
-    (
-        "connection refused",
-        "connect",
-        True,
-        "check the host and port in DATABASE_URL and that the server is running",
-    ),
-    ("could not translate host name", "connect", True, "check the host name in DATABASE_URL"),
-    (
-        "timeout expired",
-        "connect",
-        True,
-        "check that the server is reachable from here (firewall, host)",
-    ),
-    ("the database system is starting up", "connect", True, "the server is starting: wait"),
-    ("the database system is shutting down", "connect", True, "the server is stopping: wait"),
-    ("too many connections", "connect", True, "the server has no free connection slot"),
-    (
-        "connection to server",
-        "connect",
-        True,
-        "check DATABASE_URL and that the server is reachable",
-    ),
-    (
-        "permission denied",
-        "dump",
-        False,
-        "grant the backup role read access to every table it dumps",
-    ),
+        re.compile(pattern.partition("@")[0], re.IGNORECASE),
+        pattern.partition("@")[2] or None,
+        stage,
+        transient,
+        advice,
+    )
+    for pattern, stage, transient, advice in (
+        (
+            r"password authentication failed",
+            "connect",
+            False,
+            "check the user and password in {variable}",
+        ),
+        (r"no password supplied", "connect", False, "put the password in {variable}"),
+        (
+            r"\bdatabase \"[^\"]*\" does not exist",
+            "connect",
+            False,
+            "check the database name in {variable}",
+        ),
+        (
+            r"FATAL:\s+role \"[^\"]*\" does not exist",
+            "connect",
+            False,
+            "check the user name in {variable}",
+        ),
+        (
+            r"\brole \"[^\"]*\" does not exist@pg_restore",
+            "restore",
+            False,
+            "create that role on the target server, or restore with --no-owner",
+        ),
+        (
+            r"\brelation \"[^\"]*\" does not exist|could not open relation with OID@pg_dump",
+            "dump",
+            True,
+            "a table was dropped while pg_dump ran: the next run will retry",
+        ),
+        (
+            r"\b(?:schema|type|function|sequence|view) \"[^\"]*\" does not exist@pg_dump",
+            "dump",
+            True,
+            "an object was dropped while pg_dump ran: the next run will retry",
+        ),
+        (
+            r"canceling statement due to (?:statement|lock) timeout@pg_dump",
+            "dump",
+            True,
+            "another session held a lock for longer than PG_LOCK_WAIT_TIMEOUT; the next run "
+            "will retry (find the holder in pg_locks, or raise PG_LOCK_WAIT_TIMEOUT)",
+        ),
+        (
+            r"server version mismatch",
+            "dump",
+            False,
+            "install a pg_dump at least as new as the server's major version, or set PG_BIN_DIR",
+        ),
+        (
+            r"connection refused",
+            "connect",
+            True,
+            "check the host and port in {variable} and that the server is running",
+        ),
+        (
+            r"could not translate host name",
+            "connect",
+            True,
+            "check the host name in {variable}",
+        ),
+        (
+            r"timeout expired",
+            "connect",
+            True,
+            "the server did not answer within PG_CONNECT_TIMEOUT: check that it is reachable "
+            "from here (firewall, host, port in {variable})",
+        ),
+        (
+            r"the database system is starting up",
+            "connect",
+            True,
+            "the server is starting: wait",
+        ),
+        (
+            r"the database system is shutting down",
+            "connect",
+            True,
+            "the server is stopping: wait",
+        ),
+        (r"too many connections", "connect", True, "the server has no free connection slot"),
+        (
+            r"connection to server",
+            "connect",
+            True,
+            "check {variable} and that the server is reachable",
+        ),
+        (
+            r"permission denied",
+            "dump",
+            False,
+            "grant the backup role read access to every table it dumps",
+        ),
+    )
 )
+
+# pg_dump names the statement that failed on a "detail: Query was: ..." line.
+_LOCKED_TABLE = re.compile(r"Query was: LOCK TABLE (\S+(?:, \S+)*) IN ", re.IGNORECASE)
+
+# The name of the service a private service file defines (see child_connection).
+SERVICE_NAME = "bakup"
 
 
 PR_SET_PDEATHSIG = 1
@@ -132,37 +215,140 @@ def die_with_parent() -> None:
         pass
 
 
+def connect_timeout(database: ConnectionParams, env: Mapping[str, str] | None = None) -> int:
+    """Return how many seconds a connection to ``database`` may take to be answered.
+
+    The URL's own ``connect_timeout`` wins; then PG_CONNECT_TIMEOUT, then libpq's
+    PGCONNECT_TIMEOUT, from ``env`` (``os.environ`` by default); else DEFAULT_CONNECT_TIMEOUT.
+    0 means no limit (libpq's meaning). A value that is not a whole number counts as unset
+    (Settings reports it as a configuration error). Raises nothing.
+    """
+    if database.connect_timeout is not None:
+        return database.connect_timeout
+    env = os.environ if env is None else env
+    for name in ("PG_CONNECT_TIMEOUT", "PGCONNECT_TIMEOUT"):
+        value = env.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return DEFAULT_CONNECT_TIMEOUT
+
+
+def lock_wait_timeout(env: Mapping[str, str] | None = None) -> int:
+    """Return PG_LOCK_WAIT_TIMEOUT from ``env`` (``os.environ`` by default): how many seconds
+    pg_dump waits for a table lock before it fails (0: no limit). Raises nothing."""
+    env = os.environ if env is None else env
+    value = env.get("PG_LOCK_WAIT_TIMEOUT", "").strip()
+    return int(value) if value.isdigit() else DEFAULT_LOCK_WAIT_TIMEOUT
+
+
+def connect(database: ConnectionParams, **options: Any) -> psycopg.Connection[Any]:
+    """Open a psycopg connection to ``database`` with bakup's connect timeout (see
+    connect_timeout). Given extra ``psycopg.connect`` options; raises psycopg.Error."""
+    kwargs: dict[str, Any] = {**database.connect_kwargs(), **options}
+    kwargs.setdefault("connect_timeout", connect_timeout(database))
+    return psycopg.connect(**kwargs)
+
+
 def child_environment(database: ConnectionParams) -> dict[str, str]:
     """Return the environment for a libpq child program: ours, minus a stray PGPASSWORD, plus
-    the URL's password and an application name that shows in pg_stat_activity."""
+    the URL's password, the connect timeout and an application name that shows in
+    pg_stat_activity. The URL's own connect_timeout, in the connection string, still wins."""
     base = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
     base.setdefault("PGAPPNAME", "bakup")
+    base["PGCONNECT_TIMEOUT"] = str(connect_timeout(database))
     return database.child_env(base)
 
 
+@dataclass(frozen=True)
+class ChildConnection:
+    """How a libpq child program reaches a database without a secret in its argv.
+
+    ``conninfo`` goes in ``--dbname``; ``env`` is the child's environment; ``pass_fds`` are
+    descriptors the child must inherit (a private service file holding the secrets libpq
+    reads from no environment variable, such as sslpassword).
+    """
+
+    conninfo: str
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def child_connection(database: ConnectionParams) -> Iterator[ChildConnection]:
+    """Prepare the connection of a pg_dump or pg_restore run; the service file, if one is
+    needed, is gone when the block ends.
+
+    The password travels in PGPASSWORD. Other secrets (sslpassword has no environment
+    variable) go in a service file only this process and its child can read: an anonymous
+    in-memory file on Linux (``/proc/self/fd/N``), elsewhere a 0600 temporary file; the
+    connection string names the service. Raises OSError when that file cannot be made.
+    """
+    env = child_environment(database)
+    if not database.secrets:
+        yield ChildConnection(database.conninfo(), env)
+        return
+    content = "".join(f"{key}={value}\n" for key, value in database.secrets.items())
+    service = f"[{SERVICE_NAME}]\n{content}".encode()
+    conninfo = f"{database.conninfo()} service={SERVICE_NAME}"
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create("bakup-service", 0)
+        try:
+            os.write(descriptor, service)
+            env["PGSERVICEFILE"] = f"/proc/self/fd/{descriptor}"
+            yield ChildConnection(conninfo, env, (descriptor,))
+        finally:
+            os.close(descriptor)
+        return
+    with tempfile.NamedTemporaryFile(prefix="bakup-service-") as handle:  # created 0600
+        handle.write(service)
+        handle.flush()
+        env["PGSERVICEFILE"] = handle.name
+        yield ChildConnection(conninfo, env)
+
+
 def explain_failure(
-    program: str, stderr: str, returncode: int, password: str | None
+    program: str,
+    stderr: str,
+    returncode: int,
+    password: str | None,
+    *,
+    variable: str = "DATABASE_URL",
 ) -> tuple[str, str]:
     """Turn a failed program's stderr and exit status into (stage, one-line message).
 
-    The message is the program's first error line followed by what to do; the password, if
-    the program echoed it, is replaced by ``***``.
+    The message is the program's first error line followed by what to do, naming
+    ``variable`` (where the connection came from); secrets are removed (see diagnose).
     """
-    failure = diagnose(program, stderr, returncode, password)
+    failure = diagnose(program, stderr, returncode, password, variable=variable)
     return failure.stage, failure.message
 
 
 def diagnose_output(
-    program: str, stderr_file: BinaryIO, returncode: int, password: str | None
+    program: str,
+    stderr_file: BinaryIO,
+    returncode: int,
+    password: str | None,
+    *,
+    variable: str = "DATABASE_URL",
 ) -> Failure:
     """Diagnose a failed program from the file its stderr went to (see diagnose)."""
     stderr_file.seek(0)
-    return diagnose(program, stderr_file.read().decode("utf-8", "replace"), returncode, password)
+    text = stderr_file.read().decode("utf-8", "replace")
+    return diagnose(program, text, returncode, password, variable=variable)
 
 
-def diagnose(program: str, stderr: str, returncode: int, password: str | None) -> Failure:
+def diagnose(
+    program: str,
+    stderr: str,
+    returncode: int,
+    password: str | None,
+    *,
+    variable: str = "DATABASE_URL",
+) -> Failure:
     """Like explain_failure, and also say whether the failure is transient (a retry may help:
-    a refused connection, a killed process) or permanent (a wrong password)."""
+    a refused connection, a killed process, a table dropped mid-dump) or permanent (a wrong
+    password). Given the program, its stderr and exit status, the password and the variable
+    the connection came from; returns the Failure. Raises nothing."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line or "FATAL" in line] or lines
     if returncode < 0:
@@ -178,12 +364,13 @@ def diagnose(program: str, stderr: str, returncode: int, password: str | None) -
     else:
         detail = f"{program} exited with status {returncode} and printed nothing"
     stage, hint, transient = "dump", "", returncode < 0  # killed: maybe out of memory, once
-    lowered = detail.lower()
-    for needle, hint_stage, hint_transient, advice in _HINTS:
-        if needle in lowered:
-            stage, hint, transient = hint_stage, advice, hint_transient
+    for pattern, only_for, hint_stage, hint_transient, advice in _HINTS:
+        if (only_for is None or only_for == program) and pattern.search(detail):
+            stage, hint, transient = hint_stage, advice.format(variable=variable), hint_transient
             break
-    if password:
-        detail = detail.replace(password, "***")
+    locked = _LOCKED_TABLE.search(stderr)
+    if locked and "timeout" in detail:
+        detail += f" (waiting for a lock on {locked.group(1)})"
+    detail = redact(detail, [password])
     message = f"{detail}: {hint}" if hint else detail
     return Failure(stage, " ".join(message.split()), transient)

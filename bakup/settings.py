@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
 from bakup.errors import ConfigError
+from bakup.pgtools import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT
 from bakup.retention import RetentionPolicy
 from bakup.schedule import Schedule, ScheduleError, parse_schedule
 from bakup.targets import Target, load_targets_file, single_target
@@ -41,6 +42,14 @@ INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
     "LOCK_TTL": (60, "seconds a dead worker's database lock outlives it"),
     "CATCH_UP_INTERVAL": (300, "seconds between checks for missed scheduled backups"),
     "METRICS_PORT": (9808, "port of the worker's /metrics (0: no metrics server)"),
+    "PG_CONNECT_TIMEOUT": (
+        DEFAULT_CONNECT_TIMEOUT,
+        "seconds a server may take to answer a connection (0: no limit)",
+    ),
+    "PG_LOCK_WAIT_TIMEOUT": (
+        DEFAULT_LOCK_WAIT_TIMEOUT,
+        "seconds pg_dump waits for a table another session locked (0: no limit)",
+    ),
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-# (words in the error, advice): the first match wins.
+import re
+
+# (pattern of words in the error, advice): the first match wins. Patterns match whole words,
+# so "port" never matches "unsupported", "import", "transport" or "reported".
 ADVICE: tuple[tuple[str, str], ...] = (
     (
         "connection refused",
@@ -13,8 +16,22 @@ ADVICE: tuple[tuple[str, str], ...] = (
         "password authentication failed",
         "Check the user and password in DATABASE_URL; percent-encode @ : / ? # % in it.",
     ),
-    ("does not exist", "Check the database and user names in DATABASE_URL."),
-    ("timeout expired", "The server did not answer in time: check the network path and firewall."),
+    (
+        r"\b(?:database|role) \"[^\"]*\" does not exist",
+        "Check the database and user names in DATABASE_URL.",
+    ),
+    (
+        r"\brelation \"[^\"]*\" does not exist|could not open relation with OID",
+        "A table was dropped while pg_dump ran; the next run will retry.",
+    ),
+    (
+        r"timeout expired",
+        "The server did not answer within PG_CONNECT_TIMEOUT: check the network path and firewall.",
+    ),
+    (
+        r"canceling statement due to (?:statement|lock) timeout",
+        "A session held a table locked longer than PG_LOCK_WAIT_TIMEOUT; the next run will retry.",
+    ),
     (
         "command not found",
         "Install the PostgreSQL client tools (postgresql-client) or set PG_BIN_DIR.",
@@ -23,7 +40,10 @@ ADVICE: tuple[tuple[str, str], ...] = (
         "version mismatch",
         "Install a pg_dump at least as new as the server and point PG_BIN_DIR at it.",
     ),
-    ("port", "DATABASE_URL is malformed: fix the part the error names."),
+    (
+        r"\binvalid port\b|\bport \d+, outside\b|\bis malformed\b|\bunencoded characters\b",
+        "DATABASE_URL is malformed: fix the part the error names.",
+    ),
     ("not writable", "Fix the permissions of BACKUP_DIR or point it elsewhere."),
     (
         "no space left",
@@ -46,10 +66,16 @@ ADVICE: tuple[tuple[str, str], ...] = (
 DEFAULT = "Run `bakup check` on the worker's machine; it says what to fix, one line per check."
 
 
+_COMPILED = tuple(
+    (re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE), advice)
+    for pattern, advice in ADVICE
+)
+
+
 def advice_for(error: str) -> str:
-    """Return the advice for an error line."""
-    lowered = error.lower()
-    for words, advice in ADVICE:
-        if words in lowered:
+    """Return the advice for an error line: the first entry of ADVICE whose words it holds
+    as whole words, else DEFAULT."""
+    for pattern, advice in _COMPILED:
+        if pattern.search(error):
             return advice
     return DEFAULT

@@ -19,7 +19,7 @@ RENDER = yaml.safe_load((REPO / "render.yaml").read_text())
 DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 SOURCES = ("bakup", "worker", "metrics", "notifications")
 # Read by the code but not configuration: set by bakup itself for its children.
-INTERNAL = {"PROMETHEUS_MULTIPROC_DIR", "PGAPPNAME", "PGPASSWORD"}
+INTERNAL = {"PROMETHEUS_MULTIPROC_DIR", "PGAPPNAME", "PGPASSWORD", "PGSERVICEFILE"}
 # The clouds' own credential variables, read the way their tools read them: documented in the
 # README, set by whoever uses that cloud, not declared for every deployment.
 CLOUD = {

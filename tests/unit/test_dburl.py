@@ -78,3 +78,50 @@ def test_malformed_urls_name_the_bad_part_never_the_password(url: str, phrase: s
 
 def test_redact_url_hides_the_password() -> None:
     assert redact_url(f"postgresql://u:{ENCODED}@h/app") == "postgresql://u:***@h/app"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:Hash#Pw9@127.0.0.1:5432/db",
+        "postgresql://u:p@ss@host/db",
+        "postgresql://u:p@ss@host?sslmode=require",
+        "postgresql://u:pa/ss@host/db",
+        "postgresql://u:pa?ss@host/db",
+        "postgresql://u:100%@host/db",
+        "postgresql://u:a%zzb@host/db",
+    ],
+)
+def test_an_unencoded_character_in_the_password_is_refused_without_quoting_it(url: str) -> None:
+    with pytest.raises(DatabaseUrlError) as raised:
+        parse_database_url(url)
+    # The whole message is fixed text: no piece of the URL, so no piece of the password.
+    assert str(raised.value) == (
+        "DATABASE_URL: the password seems to contain unencoded characters (@ # / ? %): "
+        "percent-encode the password"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@host?application_name=a@b&dbname=app",
+        "postgresql://host:5432/db@x",
+        f"postgresql://u:{ENCODED}@host/app#",
+    ],
+)
+def test_at_signs_outside_the_credentials_are_fine(url: str) -> None:
+    assert parse_database_url(url).host == "host"
+
+
+def test_sslpassword_and_other_secrets_stay_out_of_conninfo() -> None:
+    params = parse_database_url(
+        "postgresql://u@h/app?sslpassword=key-SECRET&password=pw-SECRET&sslmode=require",
+        name="SHOP_URL",
+    )
+    assert params.secrets == {"sslpassword": "key-SECRET"}
+    assert params.password == "pw-SECRET"
+    assert "SECRET" not in params.conninfo() + repr(params)
+    assert params.connect_kwargs()["sslpassword"] == "key-SECRET"
+    assert params.variable == "SHOP_URL" and params.with_dbname("x").variable == "SHOP_URL"
+    assert params.with_dbname("x").secrets == params.secrets
