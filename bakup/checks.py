@@ -1,8 +1,8 @@
 """``bakup check``: is this machine ready to take backups? One line per check, ok or what to fix.
 
 Checks the configuration, that pg_dump is present and not older than the server's major
-version, that the database is reachable with these credentials, and that the backup
-directory is writable.
+version, that the database is reachable with these credentials and that they may read every
+table and sequence pg_dump reads, and that the backup directory is writable.
 """
 
 from __future__ import annotations
@@ -79,17 +79,51 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
     return results
 
 
+# Tables, partitioned tables, materialized views and sequences the role cannot read: pg_dump
+# would stop at the first of them, after the check had said all is well.
+_UNREADABLE = """
+    SELECT format('%I.%I', n.nspname, c.relname)
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm', 'S')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND NOT CASE c.relkind
+          WHEN 'S' THEN pg_catalog.has_sequence_privilege(c.oid, 'SELECT')
+          ELSE pg_catalog.has_table_privilege(c.oid, 'SELECT')
+      END
+    ORDER BY 1
+"""
+# How many unreadable relations the check names; it counts them all.
+_NAMED_AT_MOST = 5
+
+
 def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult, int | None]:
-    """Log in to ``database``; returns the result and the server's major version."""
+    """Log in to ``database`` and check that its role may read every table and sequence;
+    returns the result and the server's major version (None when the login failed)."""
     label = "database" if name == database.dbname else f"database {name}"
     try:
         with connect(database) as connection:
             major = connection.info.server_version // 10000
+            unreadable = [str(row[0]) for row in connection.execute(_UNREADABLE).fetchall()]
     except psycopg.Error as error:
         _, message = explain_failure(
             "psql", str(error), 1, database.password, variable=database.variable
         )
         return CheckResult(label, False, f"{database.display()}: {message}"), None
+    if unreadable:
+        named = ", ".join(unreadable[:_NAMED_AT_MOST])
+        more = len(unreadable) - _NAMED_AT_MOST
+        if more > 0:
+            named += f" and {more} more"
+        role = database.user or "the backup role"
+        return CheckResult(
+            label,
+            False,
+            f"{database.display()}: {role} cannot read {len(unreadable)} "
+            f"{'relation' if len(unreadable) == 1 else 'relations'} pg_dump must read "
+            f"({named}): GRANT SELECT on them to {role}, or use a role with pg_read_all_data",
+        ), major
     return CheckResult(
         label, True, f"connected to {database.display()} (PostgreSQL {major})"
     ), major
