@@ -25,7 +25,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import secrets
 import socket
 import subprocess
@@ -47,7 +46,7 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
-from bakup.pgtools import diagnose, die_with_parent, explain_failure, find_program
+from bakup.pgtools import connect, diagnose, die_with_parent, explain_failure, find_program
 from bakup.restore import restore_backup
 from bakup.storage.base import Storage
 
@@ -463,6 +462,10 @@ def restore_test(
             )
         scratch = f"{SCRATCH_PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
         with _server_errors(server, server_variable, "creating the scratch database"):
+            if admin.info.server_version >= 140000:
+                # This session holds the claim while the restore runs, idle: a server-wide
+                # idle_session_timeout must not end it (and the claim with it).
+                admin.execute("SET idle_session_timeout = 0")
             # Claimed before it exists: no other run ever sees it unclaimed while it lives.
             admin.execute("SELECT pg_advisory_lock(%s, %s)", scratch_lock_key(scratch))
             drop_abandoned_scratch_databases(admin)
@@ -584,7 +587,7 @@ def _owner_note(backup: Backup) -> str:
 def _connect(server: ConnectionParams, variable: str) -> psycopg.Connection[Any]:
     """Connect to ``server`` (from ``variable``); raises VerifyError saying what failed."""
     with _server_errors(server, variable, "connecting"):
-        return psycopg.connect(**server.connect_kwargs(), connect_timeout=15, autocommit=True)
+        return connect(server, autocommit=True)
 
 
 @contextlib.contextmanager
@@ -596,9 +599,10 @@ def _server_errors(server: ConnectionParams, variable: str, doing: str) -> Itera
         yield
     except (psycopg.Error, OSError) as error:
         text = str(error) if isinstance(error, psycopg.Error) else error.strerror or str(error)
-        failure = diagnose("psql", text or type(error).__name__, 1, server.password)
-        # pgtools' advice speaks of DATABASE_URL; the server here may come from another one.
-        message = re.sub(r"(?<![A-Z_])DATABASE_URL\b", variable, failure.message)
+        failure = diagnose(
+            "psql", text or type(error).__name__, 1, server.password, variable=variable
+        )
+        message = failure.message
         transient = failure.transient or isinstance(error, psycopg.OperationalError | OSError)
         raise VerifyError(
             f"test restore on {server.display()} ({variable}): {doing} failed: {message}",
@@ -610,7 +614,7 @@ def _server_errors(server: ConnectionParams, variable: str, doing: str) -> Itera
 def _count_rows(target: ConnectionParams) -> dict[str, int]:
     """Count every table's rows in ``target``; raises psycopg.Error."""
     counts = {}
-    with psycopg.connect(**target.connect_kwargs(), connect_timeout=15) as connection:
+    with connect(target) as connection:
         for schema, table in connection.execute(_TABLE_COUNTS).fetchall():
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)

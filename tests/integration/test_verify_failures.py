@@ -299,3 +299,29 @@ def test_a_malformed_age_file_whose_checksum_matches_is_reported(
     )
     with pytest.raises(VerifyError, match=f"is not a well-formed age file: .*{phrase}"):
         check_stored_checksum(storage, recorded)
+
+
+def test_the_claim_outlives_an_idle_session_timeout_on_the_verify_server(
+    sizeable_db: Database, tmp_path: Path
+) -> None:
+    role = f"verifier_{uuid.uuid4().hex[:8]}"
+    server = sizeable_db.server
+    server.psql("postgres", f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'verifier-pw'")
+    server.psql("postgres", f"ALTER ROLE {role} SET idle_session_timeout = '1s'")
+    backed_up(sizeable_db, tmp_path / "b")
+    env = base_env(
+        DATABASE_URL=sizeable_db.url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        VERIFY_DATABASE_URL=server.url("postgres", user=role, password="verifier-pw"),
+    )
+    try:
+        first = start_verify(env)
+        wait_for_scratch_database(sizeable_db, first)
+        os.kill(first.pid, signal.SIGSTOP)
+        time.sleep(2.5)  # the claiming session sits idle past the role's timeout
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, out + err
+        assert scratch_databases(sizeable_db) == []
+    finally:
+        server.psql("postgres", f"DROP ROLE {role}")
