@@ -31,8 +31,25 @@ def describe_os_error(error: OSError, path: Path | str) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{path} is not writable ({error.strerror}): fix its permissions or set BACKUP_DIR"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
-        return f"{path} is not a directory: set BACKUP_DIR to a directory"
+        # mkdir says EEXIST when BACKUP_DIR itself is a file, ENOTDIR when a parent is one.
+        blocker = _file_in_the_way(Path(path))
+        if blocker == Path(path):
+            return f"BACKUP_DIR {path} is a file, not a directory: point BACKUP_DIR at a directory"
+        if blocker is not None:
+            return (
+                f"BACKUP_DIR {path}: {blocker} is a file, not a directory: "
+                "point BACKUP_DIR at a directory"
+            )
     return f"{path}: {error.strerror or error}"
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """Return ``path`` or its nearest ancestor that exists but is not a directory (None if
+    there is none: the error came from something else)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 class LocalWriter(StoredWriter):

@@ -195,3 +195,21 @@ def test_a_table_locked_too_long_fails_the_run_naming_the_lock(
     assert_one_line_error(result, 1, "statement timeout", "public.t", "PG_LOCK_WAIT_TIMEOUT")
     assert elapsed < 30
     assert [name for name in stored_names(backup_dir) if not name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_backup_dir_that_is_a_file_says_so(
+    small_db: Database, tmp_path: Path, inside: bool
+) -> None:
+    existing = tmp_path / "backups.tar"
+    existing.write_bytes(b"not a directory")
+    backup_dir = existing / "nightly" if inside else existing
+    env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
+    result = run_bakup("backup", env=env)
+    assert_one_line_error(
+        result, 1, f"{existing} is a file, not a directory", "point BACKUP_DIR at a directory"
+    )
+    assert "File exists" not in result.stderr
+    check = run_bakup("check", env=env)
+    assert check.returncode == 1 and f"{existing} is a file, not a directory" in check.stdout
+    assert existing.read_bytes() == b"not a directory"
