@@ -122,7 +122,8 @@ def _selected(settings: Settings, name: str | None) -> list[Target]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    configure_logging()
+    # A program reads `list --json`'s stdout: log lines (warnings) must not mix with it.
+    configure_logging(stream=sys.stderr if getattr(args, "json", False) else None)
     if args.command not in ("worker", "beat"):  # Celery handles its own signals
         signal.signal(signal.SIGTERM, _terminate)
     handlers = {

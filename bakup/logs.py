@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import TextIO
 
 RULE = "=" * 60
 
@@ -22,16 +23,17 @@ class ScriptFormatter(logging.Formatter):
         super().__init__("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send bakup's log records to stdout in the script's format.
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Send bakup's log records to ``stream`` (stdout by default) in the script's format.
 
-    Given the level; replaces handlers installed by an earlier call so it can run twice.
+    Given the level and the stream (stderr for a command whose stdout a program reads, such
+    as ``list --json``); replaces handlers installed by an earlier call so it can run twice.
     """
     root = logging.getLogger("bakup")
     for handler in list(root.handlers):
         if getattr(handler, "_bakup", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(ScriptFormatter())
     handler._bakup = True  # type: ignore[attr-defined]
     root.addHandler(handler)

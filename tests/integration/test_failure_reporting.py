@@ -4,6 +4,7 @@ a retry may help, and advice naming the variable the user actually set."""
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import subprocess
@@ -213,3 +214,16 @@ def test_backup_dir_that_is_a_file_says_so(
     check = run_bakup("check", env=env)
     assert check.returncode == 1 and f"{existing} is a file, not a directory" in check.stdout
     assert existing.read_bytes() == b"not a directory"
+
+
+def test_list_json_prints_only_json_on_stdout_and_warnings_on_stderr(
+    backup_dir_with_one_backup: Path,
+) -> None:
+    name = "postgres_backup_20240101_000000.sql.gz"
+    (backup_dir_with_one_backup / name).write_bytes(b"\x1f\x8b not really a backup")
+    (backup_dir_with_one_backup / f"{name}.json").write_text("[]")
+    result = run_bakup("list", "--json", env=base_env(BACKUP_DIR=str(backup_dir_with_one_backup)))
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert len(listed) >= 1
+    assert name in result.stderr  # the warning about its manifest, where a person sees it
