@@ -158,11 +158,40 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(require_database=True)
+    try:
+        settings = Settings.from_env(require_database=True)
+    except ConfigError as error:
+        _report_config_failure(error)
+        raise
     if settings.pushgateway_url or settings.metrics_textfile:
         with _one_shot_metrics(settings):
             return _backup_all(settings, args)
     return _backup_all(settings, args)
+
+
+def _report_config_failure(error: ConfigError) -> None:
+    """Tell whatever monitoring is itself configured validly (health check, alert channels,
+    metrics textfile or Pushgateway) that this run stopped at its configuration: a cron job
+    whose stderr nobody reads must not fail in silence. Logs, never raises."""
+    settings = Settings.for_failure_report()
+    label = _failure_label()
+    with contextlib.ExitStack() as stack:
+        if any(os.environ.get(name) for name in NOTIFY_VARIABLES):
+            from notifications.wire import subscribe_for_cli
+
+            stack.callback(subscribe_for_cli(settings, lenient=True))
+        if settings.pushgateway_url or settings.metrics_textfile:
+            stack.enter_context(_one_shot_metrics(settings))
+        events.emit(events.Event(events.BACKUP_FAILED, label, stage="config", error=error.message))
+
+
+def _failure_label() -> str:
+    """The database name a configuration failure is reported under: DATABASE_URL's database
+    when that much can be read (the label its backups use), else ``unknown``."""
+    try:
+        return parse_database_url(os.environ.get("DATABASE_URL", "")).dbname or "unknown"
+    except DatabaseUrlError:
+        return "unknown"
 
 
 @contextlib.contextmanager
@@ -315,7 +344,14 @@ def _summary(args: argparse.Namespace) -> int:
     renderer = Renderer(notify.template_dir)
     if args.preview:
         page = render_summary(settings, renderer, inline_images=True)
-        Path(args.preview).write_text(page.html, encoding="utf-8")
+        try:
+            Path(args.preview).write_text(page.html, encoding="utf-8")
+        except OSError as error:
+            raise BakupError(
+                f"cannot write the preview to {args.preview}: {error.strerror or error}: "
+                "give a file in an existing folder you may write to",
+                stage="summary",
+            ) from None
         print(f"summary written to {args.preview}")
         return EXIT_OK
     message = render_summary(settings, renderer)

@@ -248,6 +248,30 @@ class Settings:
             beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
         )
 
+    @classmethod
+    def for_failure_report(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The little a run needs to report that its configuration is invalid: where the
+        backups and incident state live (BACKUP_DIR, REDIS_URL) and where metrics go
+        (METRICS_TEXTFILE, PUSHGATEWAY_URL), each read leniently: an invalid one is left
+        out. No database and no target. Given the environment (``os.environ`` by default);
+        raises nothing."""
+        env = os.environ if env is None else env
+        ignored: list[str] = []
+        redis_url = read_secret(env, "REDIS_URL", ignored)
+        pushgateway = env.get("PUSHGATEWAY_URL", "")
+        return cls(
+            None,
+            Path(env.get("BACKUP_DIR") or DEFAULT_BACKUP_DIR),
+            RetentionPolicy(),
+            redis_url=redis_url
+            if redis_url.startswith(("redis://", "rediss://", "unix://"))
+            else None,
+            pushgateway_url=pushgateway
+            if pushgateway.startswith(("http://", "https://"))
+            else None,
+            metrics_textfile=env.get("METRICS_TEXTFILE") or None,
+        )
+
     def target(self, name: str | None) -> Target:
         """Return the target called ``name``, or the only one when ``name`` is None.
 

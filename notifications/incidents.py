@@ -92,6 +92,22 @@ def redis_store(client: redis.Redis) -> IncidentStore:
     return IncidentStore(transact)
 
 
+def memory_store() -> IncidentStore:
+    """Incidents kept only for this process: for a run that has nowhere to keep them (its
+    BACKUP_DIR is what is misconfigured), so every such run alerts."""
+    everything: dict[str, State] = {}
+
+    def transact(key: str, change: Callable[[State], tuple[State, Any]]) -> Any:
+        state, result = change(everything.get(key, {}))
+        if state:
+            everything[key] = state
+        else:
+            everything.pop(key, None)
+        return result
+
+    return IncidentStore(transact)
+
+
 def file_store(directory: Path) -> IncidentStore:
     """Incidents in ``directory/.bakup-incidents.json``, changed under an exclusive lock."""
 

@@ -227,3 +227,13 @@ def test_list_json_prints_only_json_on_stdout_and_warnings_on_stderr(
     listed = json.loads(result.stdout)
     assert len(listed) >= 1
     assert name in result.stderr  # the warning about its manifest, where a person sees it
+
+
+def test_summary_preview_into_a_missing_folder_is_one_line(
+    backup_dir_with_one_backup: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "folder" / "summary.html"
+    env = base_env(BACKUP_DIR=str(backup_dir_with_one_backup))
+    result = run_bakup("summary", "--preview", str(target), env=env)
+    assert_one_line_error(result, 1, str(target), "No such file or directory", "existing folder")
+    assert not target.parent.exists()
