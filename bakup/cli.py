@@ -169,20 +169,31 @@ def _backup(args: argparse.Namespace) -> int:
     return _backup_all(settings, args)
 
 
-def _report_config_failure(error: ConfigError) -> None:
+def _report_config_failure(
+    error: ConfigError, settings: Settings | None = None, labels: Sequence[str] = ()
+) -> None:
     """Tell whatever monitoring is itself configured validly (health check, alert channels,
     metrics textfile or Pushgateway) that this run stopped at its configuration: a cron job
-    whose stderr nobody reads must not fail in silence. Logs, never raises."""
-    settings = Settings.for_failure_report()
-    label = _failure_label()
+    whose stderr nobody reads must not fail in silence.
+
+    Given the error and, when the settings themselves were valid, the settings (whose
+    metrics the caller already publishes) and the databases that will not be backed up.
+    Logs, never raises.
+    """
+    report_settings = settings or Settings.for_failure_report()
     with contextlib.ExitStack() as stack:
         if any(os.environ.get(name) for name in NOTIFY_VARIABLES):
             from notifications.wire import subscribe_for_cli
 
-            stack.callback(subscribe_for_cli(settings, lenient=True))
-        if settings.pushgateway_url or settings.metrics_textfile:
-            stack.enter_context(_one_shot_metrics(settings))
-        events.emit(events.Event(events.BACKUP_FAILED, label, stage="config", error=error.message))
+            stack.callback(subscribe_for_cli(report_settings, lenient=True))
+        if settings is None and (
+            report_settings.pushgateway_url or report_settings.metrics_textfile
+        ):
+            stack.enter_context(_one_shot_metrics(report_settings))
+        for label in labels or [_failure_label()]:
+            events.emit(
+                events.Event(events.BACKUP_FAILED, label, stage="config", error=error.message)
+            )
 
 
 def _failure_label() -> str:
@@ -215,7 +226,12 @@ def _one_shot_metrics(settings: Settings) -> Iterator[None]:
 
 
 def _backup_all(settings: Settings, args: argparse.Namespace) -> int:
-    _notify_from_cli(settings)
+    try:
+        _notify_from_cli(settings)
+    except ConfigError as error:  # e.g. SLACK_WEBHOOK_URL invalid: the health check still hears
+        targets = _selected(settings, args.database)
+        _report_config_failure(error, settings, [target.name for target in targets])
+        raise
     status = EXIT_OK
     for target in _selected(settings, args.database):
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import base_env, run_bakup
+from tests.conftest import Database, base_env, run_bakup
 from tests.integration.test_faults import assert_one_line_error
 from tests.support.receivers import HttpReceiver
 
@@ -62,3 +62,23 @@ def test_a_valid_url_with_another_bad_variable_is_reported_under_its_database(
     metrics = textfile.read_text()
     assert 'bakup_backup_failures_total{database="shop",stage="config"} 1.0' in metrics
     assert PASSWORD not in metrics + http.requests[0].body.decode()
+
+
+def test_an_invalid_alert_channel_still_lets_the_health_check_and_metrics_hear(
+    http: HttpReceiver, small_db: Database, tmp_path: Path
+) -> None:
+    textfile = tmp_path / "bakup.prom"
+    env = base_env(
+        DATABASE_URL=small_db.url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        SLACK_WEBHOOK_URL="ftp://not-a-slack-url",
+        HEALTHCHECK_URL=f"{http.url}/ping/abc",
+        METRICS_TEXTFILE=str(textfile),
+    )
+    result = run_bakup("backup", env=env, timeout=120)
+    assert_one_line_error(result, 2, "SLACK_WEBHOOK_URL")
+    assert [request.path for request in http.requests] == ["/ping/abc/fail"]
+    metrics = textfile.read_text()
+    label = f'database="{small_db.name}",stage="config"'
+    assert f"bakup_backup_failures_total{{{label}}} 1.0" in metrics
+    assert small_db.server.password not in metrics + http.requests[0].body.decode()
