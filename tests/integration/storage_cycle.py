@@ -1,13 +1,24 @@
 """The cycle every storage backend must carry: two backups (the second prunes the first),
-list, verify with a test restore, restore; shared by the S3, GCS and Azure tests."""
+list, verify with a test restore, restore, and a claim that only one run can create; shared by
+the S3, GCS and Azure tests."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from typing import Any
 
-from tests.conftest import Database, run_bakup
+from tests.conftest import REPO, Database, run_bakup
+
+CREATE_TWICE = """
+from bakup.storage import open_storage
+storage = open_storage({url!r})
+print(storage.create_small("claim-test.json", b"first"))
+print(storage.create_small("claim-test.json", b"second"))
+print(storage.get_small("claim-test.json").decode())
+storage.delete("claim-test.json")
+"""
 
 
 def full_cycle(
@@ -29,4 +40,14 @@ def full_cycle(
     restored = run_bakup("restore", "latest", env=env)
     assert restored.returncode == 0, restored.stderr
     assert target.psql("SELECT count(*) FROM t") == "3000"
+
+    # Claims rely on the store's create-only put: the second creation must be refused.
+    created = subprocess.run(
+        [sys.executable, "-c", CREATE_TWICE.format(url=env["STORAGE_URL"])],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert created.stdout.split() == ["True", "False", "first"], created.stderr
     return listing, [first, second, verified, restored]

@@ -231,7 +231,14 @@ def make_handler(trusted_key: Any) -> type:
                 uploads.pop(self.query["uploadId"], None)
                 self._send(HTTPStatus.NO_CONTENT)
             elif method == "PUT" and "x-goog-copy-source" not in self.headers:
-                self._store(bucket, key, self._body())
+                # GCS's create-only put, which bakup's claims rely on: generation 0 means
+                # "only if no live object has this name".
+                if self.headers.get("x-goog-if-generation-match") == "0" and self._exists(
+                    bucket, key
+                ):
+                    self._error(HTTPStatus.PRECONDITION_FAILED, "PreconditionFailed", key)
+                else:
+                    self._store(bucket, key, self._body())
             elif method == "GET" and "uploadId" in self.query:
                 self._list_parts(self.query["uploadId"])
             elif method in ("GET", "HEAD"):
@@ -242,6 +249,13 @@ def make_handler(trusted_key: Any) -> type:
                 self._send(HTTPStatus.NO_CONTENT)
             else:
                 self._error(HTTPStatus.NOT_IMPLEMENTED, "NotImplemented", method)
+
+        def _exists(self, bucket: str, key: str) -> bool:
+            try:
+                self.storage.get_file_obj(bucket, key)
+            except Exception:  # the emulator's own NotFound
+                return False
+            return True
 
         def _store(self, bucket: str, key: str, content: bytes) -> None:
             content_type = self.headers.get("Content-Type", "application/octet-stream")
