@@ -291,7 +291,8 @@ def child_connection(database: ConnectionParams) -> Iterator[ChildConnection]:
     service = f"[{SERVICE_NAME}]\n{content}".encode()
     conninfo = f"{database.conninfo()} service={SERVICE_NAME}"
     if hasattr(os, "memfd_create"):
-        descriptor = os.memfd_create("bakup-service", 0)
+        # Close-on-exec for every other program; pass_fds hands it to this child alone.
+        descriptor = os.memfd_create("bakup-service", os.MFD_CLOEXEC)
         try:
             os.write(descriptor, service)
             env["PGSERVICEFILE"] = f"/proc/self/fd/{descriptor}"
