@@ -288,7 +288,8 @@ class RowCounter:
     def _count_text(self, text: bytes) -> None:
         self._block_newlines += text.count(b"\n")
         self._inflated_size += len(text)
-        self._inflated_tail = (self._inflated_tail + text)[-len(END_OF_COPY) - 1 :]
+        keep = len(END_OF_COPY) + 1
+        self._inflated_tail = (self._inflated_tail + text[-keep:])[-keep:]
 
     def _end_inflating(self) -> None:
         """At a compressed block's end: check its stream was whole, take off the marker."""
