@@ -229,12 +229,12 @@ def _prune_one(
     try:
         swept = lifecycle.Sweep([], [], [], set())
         if not dry_run:
-            swept = lifecycle.sweep(storage, dbname)
+            swept = lifecycle.sweep(storage, dbname, target=label)
             for leftover in swept.removed:
                 log.info("Removed leftover of an interrupted backup: %s", leftover)
             for name in swept.finished_deleting:
                 log.info("Finished deleting %s (an earlier prune was interrupted)", name)
-        contents = read_contents(storage, dbname)
+        contents = read_contents(storage, dbname, label)
         # Unrecorded backups count only in a dry run (the real run has just adopted those it
         # could); one whose manifest is unreadable is never a candidate for deletion.
         candidates = [
@@ -336,7 +336,7 @@ def run_verify(
     """
     storage = open_storage(target.location)
     dbname = target.database.dbname if target.database is not None else ""
-    backup = find_backup(storage, name, dbname)
+    backup = find_backup(storage, name, dbname, target.name)
     log.info("Verifying %s (%s)", backup.name, level)
     started = time.monotonic()
     result = VerifyResult(level="integrity")

@@ -261,10 +261,11 @@ class Contents:
 _reported: set[tuple[str, str]] = set()
 
 
-def read_contents(storage: Storage, database: str = "") -> Contents:
+def read_contents(storage: Storage, database: str = "", target: str = "") -> Contents:
     """Read the storage's backups and the state each manifest records; changes nothing.
 
-    Given the storage and the database name to show for backups found without a manifest.
+    Given the storage, the database name to show for backups found without a manifest and
+    the target's name (for events; the database name when empty).
     A manifest that cannot be used is reported once per process (a warning and a
     ``manifest.unreadable`` event) and its data listed as unrecorded. Raises StorageError if
     the storage cannot be listed.
@@ -307,7 +308,7 @@ def read_contents(storage: Storage, database: str = "") -> Contents:
                 events.emit(
                     events.Event(
                         events.MANIFEST_UNREADABLE,
-                        database,
+                        target or database,
                         error=f"the manifest of {name} is unreadable: {reason}",
                         details={"name": name},
                     )
@@ -336,18 +337,18 @@ def read_contents(storage: Storage, database: str = "") -> Contents:
     return contents
 
 
-def list_backups(storage: Storage, database: str = "") -> list[Backup]:
+def list_backups(storage: Storage, database: str = "", target: str = "") -> list[Backup]:
     """Return the backups in ``storage`` whose data is published, oldest first: complete,
     adopted and unrecorded ones. Raises StorageError."""
-    return read_contents(storage, database).backups
+    return read_contents(storage, database, target).backups
 
 
-def find_backup(storage: Storage, name: str, database: str = "") -> Backup:
+def find_backup(storage: Storage, name: str, database: str = "", target: str = "") -> Backup:
     """Return the backup called ``name`` (``latest`` means the newest).
 
     Raises BackupNotFound when there is none, StorageError if the storage cannot be read.
     """
-    backups = list_backups(storage, database)
+    backups = list_backups(storage, database, target)
     if name == "latest":
         if not backups:
             raise BackupNotFound(f"there are no complete backups in {storage.describe()}")

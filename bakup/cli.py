@@ -216,8 +216,9 @@ def _one_shot_metrics(settings: Settings) -> Iterator[None]:
 
     registry = CollectorRegistry()
     recorder = Recorder(create_metrics(registry))
-    recorder.initialize(settings)
+    # Subscribed first: reading the stored backups may report an unreadable manifest.
     unsubscribe = events.subscribe(recorder)
+    recorder.initialize(settings)
     try:
         yield
     finally:
@@ -262,7 +263,9 @@ def _list(args: argparse.Namespace) -> int:
         (target, backup)
         for target in _selected(settings, args.database)
         for backup in list_backups(
-            open_storage(target.location), target.database.dbname if target.database else ""
+            open_storage(target.location),
+            target.database.dbname if target.database else "",
+            target.name,
         )
     ]
     if args.json:

@@ -232,7 +232,7 @@ class Sweep:
     live: set[str]  # names whose claims are alive: their uploads are left alone
 
 
-def sweep(storage: Storage, database: str, now: datetime | None = None) -> Sweep:
+def sweep(storage: Storage, database: str, now: datetime | None = None, target: str = "") -> Sweep:
     """Bring one destination's records up to date, deleting only what the rule allows.
 
     - a claim whose owner is provably dead: its partial data is removed and its record
@@ -247,7 +247,7 @@ def sweep(storage: Storage, database: str, now: datetime | None = None) -> Sweep
     Raises StorageError when the destination cannot be read or changed.
     """
     now = now or datetime.now(UTC)
-    contents = read_contents(storage, database)
+    contents = read_contents(storage, database, target)
     done = Sweep([], [], [], set())
     for name, raw in contents.claims.items():
         try:

@@ -37,6 +37,7 @@ class Metrics:
     verify_last_success: Gauge
     verify_last_failure: Gauge
     verify_failures: Counter
+    manifest_unreadable: Counter
     prune_deleted: Counter
     stored_backups: Gauge
     stored_bytes: Gauge
@@ -144,6 +145,13 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "When a backup last failed verification (0: never).",
             db,
             multiprocess_mode="max",
+            **kwargs,
+        ),
+        manifest_unreadable=Counter(
+            "bakup_manifest_unreadable",
+            "Manifests found unreadable (reported once per run and backup); their backups are "
+            "listed as unrecorded and never deleted for it.",
+            db,
             **kwargs,
         ),
         verify_failures=Counter(

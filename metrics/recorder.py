@@ -44,7 +44,11 @@ class Recorder:
             period = target.schedule.period(now).total_seconds() if target.schedule.enabled else 0
             self.metrics.schedule_period.labels(target.name).set(period)
             try:
-                backups = list_backups(open_storage(target.location))
+                backups = list_backups(
+                    open_storage(target.location),
+                    target.database.dbname if target.database else "",
+                    target.name,
+                )
             except BakupError as error:
                 log.warning("WARNING: metrics for %s start empty: %s", target.name, error.message)
                 continue
@@ -57,6 +61,7 @@ class Recorder:
         for stage in STAGES:
             m.backup_failures.labels(database, stage).inc(0)
         m.verify_failures.labels(database).inc(0)
+        m.manifest_unreadable.labels(database).inc(0)
         m.prune_deleted.labels(database).inc(0)
         m.backup_in_progress.labels(database).set(0)
         for gauge in (
@@ -133,6 +138,9 @@ class Recorder:
         m.verify_last_failure.labels(event.database).set(event.at.timestamp())
         if "duration_seconds" in event.details:
             m.verify_duration.labels(event.database).observe(event.details["duration_seconds"])
+
+    def _on_manifest_unreadable(self, event: events.Event) -> None:
+        self.metrics.manifest_unreadable.labels(event.database).inc()
 
     def _on_notification_sent(self, event: events.Event) -> None:
         self.metrics.notifications.labels(event.details["channel"], "success").inc()

@@ -121,7 +121,13 @@ def test_a_bakup_backup_whose_manifest_was_lost_is_adopted_not_deleted(
 def test_an_odd_manifest_stops_no_backup_listing_or_prune_and_its_data_stays(
     small_db: Database, tmp_path: Path, manifest: str
 ) -> None:
-    env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(tmp_path / "b"), MAX_BACKUPS="1")
+    textfile = tmp_path / "bakup.prom"
+    env = base_env(
+        DATABASE_URL=small_db.url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        MAX_BACKUPS="1",
+        METRICS_TEXTFILE=str(textfile),
+    )
     assert run_bakup("backup", env=env).returncode == 0
     [good] = listed(env)
     odd = tmp_path / "b" / good["name"]
@@ -131,6 +137,9 @@ def test_an_odd_manifest_stops_no_backup_listing_or_prune_and_its_data_stays(
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
         assert result.stdout.count("is unreadable") == 1  # once per run, not per look
+        assert f'bakup_manifest_unreadable_total{{database="{small_db.name}"}} 1.0' in (
+            textfile.read_text()
+        )
     assert odd.exists()  # never deleted because its manifest is odd, MAX_BACKUPS=1 or not
     items = listed(env)
     assert items[0]["name"] == good["name"]
