@@ -117,3 +117,24 @@ def test_a_malformed_recipient_is_a_configuration_error(small_db: Database, tmp_
     )
     result = run_bakup("backup", env=env)
     assert result.returncode == 2 and "ENCRYPTION_RECIPIENTS" in result.stderr
+
+
+def test_verify_without_the_key_on_this_machine_checks_the_stored_bytes_and_says_so(
+    secret_db: Database, tmp_path: Path
+) -> None:
+    public, _ = key_pair(tmp_path, "ops")  # the secret key stays elsewhere, as advised
+    env = base_env(
+        DATABASE_URL=secret_db.url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        ENCRYPTION_RECIPIENTS=public,
+    )
+    assert run_bakup("backup", env=env).returncode == 0
+    verified = run_bakup("verify", "--restore", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "WARNING: the decryption key is not on this machine" in verified.stdout
+    [item] = json.loads(run_bakup("list", "--json", env=env).stdout)
+    assert item["verified"] is True and item["verification"]["level"] == "checksum"
+
+    (tmp_path / "b" / item["name"]).write_bytes(b"age-encryption.org/v1\n-> X25519 broken\n")
+    broken = run_bakup("verify", env=env)
+    assert broken.returncode == 1 and "checksum mismatch" in broken.stderr
