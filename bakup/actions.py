@@ -379,8 +379,6 @@ def run_verify(
     _record_verification(storage, verified)
     for check in result.checks:
         log.info("ok: %s", check)
-    for note in result.notes:
-        log.warning("WARNING: %s", note)
     log.info("Backup verified successfully: %s (%s)", backup.name, result.level)
     events.emit(
         events.Event(
@@ -405,6 +403,8 @@ def _check_stored(
     if backup.encrypted and identities is None and backup.described:
         keyless = check_without_key(storage, backup)
         result.level, result.checks, result.notes = keyless.level, keyless.checks, keyless.notes
+        for note in keyless.notes:
+            log.warning("WARNING: %s", note)
         return backup
     if not backup.described:
         backup, checks = describe_stored(storage, backup, settings.pg_bin_dir, identities)
