@@ -379,7 +379,7 @@ def gather_chunks_python(buffer: bytearray, pos: int, int_size: int) -> tuple[in
     header = 1 + int_size
     end = len(buffer)
     unpack_length = _length_reader(int_size)
-    pieces = []
+    pieces: list[bytearray] = []
     while end - pos >= header:
         (length,) = unpack_length(buffer, pos)
         start = pos + header

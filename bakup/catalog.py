@@ -114,7 +114,7 @@ class Backup:
         missing = sorted(
             name
             for name, spec in cls.__dataclass_fields__.items()
-            if name not in values and spec.default is MISSING and spec.default_factory is MISSING  # type: ignore[misc]
+            if name not in values and spec.default is MISSING and spec.default_factory is MISSING
         )
         if missing:
             raise ManifestError(f"missing {', '.join(missing)}")
@@ -316,10 +316,10 @@ def read_contents(storage: Storage, database: str = "", target: str = "") -> Con
             continue
         contents.records[name] = record
     for name in sorted(contents.data):
-        record = contents.records.get(name)
-        if record is not None:
-            if record.usable:
-                contents.backups.append(record)
+        recorded = contents.records.get(name)
+        if recorded is not None:
+            if recorded.usable:
+                contents.backups.append(recorded)
             continue
         if name in contents.claims:
             continue  # published by a run that has not recorded it yet, or died doing so

@@ -13,10 +13,13 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import zstandard
 from isal import igzip_threaded
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 class Writable(Protocol):
@@ -61,19 +64,21 @@ class _Passthrough(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: Buffer) -> int:
         self._sink.write(data)
-        return len(data)
+        return memoryview(data).nbytes
 
 
 def _gzip_writer(sink: BinaryIO, level: int) -> Writable:
     # threads=1 runs ISA-L deflate on a worker thread, which releases the GIL: the main
     # thread goes on reading pg_dump while the previous block is compressed.
-    return igzip_threaded.open(sink, "wb", compresslevel=level, threads=1)
+    writer: Writable = igzip_threaded.open(sink, "wb", compresslevel=level, threads=1)
+    return writer
 
 
 def _gzip_reader(source: BinaryIO) -> BinaryIO:
-    return igzip_threaded.open(source, "rb", threads=1)  # type: ignore[return-value]
+    reader: BinaryIO = igzip_threaded.open(source, "rb", threads=1)
+    return reader
 
 
 def _zstd_writer(sink: BinaryIO, level: int) -> Writable:
@@ -88,7 +93,7 @@ def _zstd_reader(source: BinaryIO) -> BinaryIO:
     reader = zstandard.ZstdDecompressor().stream_reader(
         source, read_across_frames=True, closefd=False
     )
-    return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return io.BufferedReader(reader, buffer_size=1 << 20)
 
 
 REGISTRY: dict[str, Compression] = {

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import pyrage
 
+from bakup.compression import Compression
 from bakup.errors import BakupError, ConfigError
 
 EXTENSION = ".age"
@@ -148,7 +149,7 @@ class DecryptingReader(io.RawIOBase):
 
     def __init__(self, source: BinaryIO, identities: list[Any]) -> None:
         read_end, write_end = os.pipe()
-        self._pipe = os.fdopen(read_end, "rb", buffering=1 << 20)
+        self._pipe = io.BufferedReader(io.FileIO(read_end, "rb"), buffer_size=1 << 20)
         self._error: BaseException | None = None
 
         def run() -> None:
@@ -187,7 +188,7 @@ class DecryptingReader(io.RawIOBase):
 
 
 def open_archive(
-    stored: BinaryIO, *, encrypted: bool, compression: Any, identities: list[Any] | None
+    stored: BinaryIO, *, encrypted: bool, compression: Compression, identities: list[Any] | None
 ) -> BinaryIO:
     """Return the pg_dump archive inside a stored backup stream: decrypted if it is encrypted,
     then decompressed. Raises EncryptionError when it is encrypted and no identity is given."""
@@ -199,5 +200,5 @@ def open_archive(
                     "its age secret key"
                 ]
             )
-        stored = io.BufferedReader(DecryptingReader(stored, identities), 1 << 20)  # type: ignore[assignment]
+        stored = io.BufferedReader(DecryptingReader(stored, identities), 1 << 20)
     return compression.open_reader(stored)

@@ -17,7 +17,7 @@ RULE = "=" * 60
 class ScriptFormatter(logging.Formatter):
     """Formats records as ``[YYYY-MM-DD HH:MM:SS] message`` in UTC, as the original script did."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def __init__(self) -> None:
         super().__init__("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from bakup import __version__
 
@@ -48,7 +48,7 @@ class Metrics:
 
 def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     """Create the metrics in ``registry`` (None: the default one, as multiprocess mode needs)."""
-    kwargs = {} if registry is None else {"registry": registry}
+    target = REGISTRY if registry is None else registry
     db = ("database",)
     return Metrics(
         backup_duration=Histogram(
@@ -56,149 +56,149 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Duration of successful backups.",
             db,
             buckets=DURATION_BUCKETS,
-            **kwargs,
+            registry=target,
         ),
         backup_last_duration=Gauge(
             "bakup_backup_last_duration_seconds",
             "Duration of the last successful backup.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         backup_size=Gauge(
             "bakup_backup_size_bytes",
             "Stored (compressed) size of the last successful backup.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         backup_raw_size=Gauge(
             "bakup_backup_raw_size_bytes",
             "Uncompressed size of the last successful backup.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         backup_last_success=Gauge(
             "bakup_backup_last_success_timestamp_seconds",
             "When the last successful backup finished (0: never).",
             db,
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
         backup_last_failure=Gauge(
             "bakup_backup_last_failure_timestamp_seconds",
             "When the last backup failed (0: never).",
             db,
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
         backup_last_attempt=Gauge(
             "bakup_backup_last_attempt_timestamp_seconds",
             "When the last backup started, successful or not (0: never).",
             db,
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
         backup_in_progress=Gauge(
             "bakup_backup_in_progress",
             "1 while a backup of the database runs.",
             db,
             multiprocess_mode="livesum",
-            **kwargs,
+            registry=target,
         ),
         backups=Counter(
             "bakup_backups",
             "Backups run, by outcome.",
             (*db, "outcome"),
-            **kwargs,
+            registry=target,
         ),
         backup_failures=Counter(
             "bakup_backup_failures",
             "Failed backups, by the stage that failed.",
             (*db, "stage"),
-            **kwargs,
+            registry=target,
         ),
         oldest_backup=Gauge(
             "bakup_oldest_backup_timestamp_seconds",
             "When the oldest kept backup was taken (0: none kept).",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         verify_duration=Histogram(
             "bakup_verify_duration_seconds",
             "Duration of verifications.",
             db,
             buckets=DURATION_BUCKETS,
-            **kwargs,
+            registry=target,
         ),
         verify_last_success=Gauge(
             "bakup_verify_last_success_timestamp_seconds",
             "When a backup last passed verification (0: never).",
             db,
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
         verify_last_failure=Gauge(
             "bakup_verify_last_failure_timestamp_seconds",
             "When a backup last failed verification (0: never).",
             db,
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
         manifest_unreadable=Counter(
             "bakup_manifest_unreadable",
             "Manifests found unreadable (reported once per run and backup); their backups are "
             "listed as unrecorded and never deleted for it.",
             db,
-            **kwargs,
+            registry=target,
         ),
         verify_failures=Counter(
             "bakup_verify_failures",
             "Backups that failed verification.",
             db,
-            **kwargs,
+            registry=target,
         ),
         prune_deleted=Counter(
             "bakup_prune_deleted",
             "Backups deleted by retention.",
             db,
-            **kwargs,
+            registry=target,
         ),
         stored_backups=Gauge(
             "bakup_stored_backups",
             "Complete backups kept after retention.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         stored_bytes=Gauge(
             "bakup_stored_bytes",
             "Bytes of the complete backups kept after retention.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         schedule_period=Gauge(
             "bakup_schedule_period_seconds",
             "Time between two scheduled backups (0: not scheduled); alert rules use it.",
             db,
             multiprocess_mode="mostrecent",
-            **kwargs,
+            registry=target,
         ),
         notifications=Counter(
             "bakup_notifications",
             "Notification deliveries, by channel and outcome.",
             ("channel", "outcome"),
-            **kwargs,
+            registry=target,
         ),
         build_info=Gauge(
             "bakup_build_info",
             "bakup's version; always 1.",
             ("version",),
             multiprocess_mode="max",
-            **kwargs,
+            registry=target,
         ),
     )
 

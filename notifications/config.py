@@ -27,7 +27,8 @@ DEFAULT_SUMMARY_SCHEDULE = "0 8 * * 1"
 
 
 class Channel(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def send(self, notification: Notification) -> None: ...
 

@@ -29,8 +29,9 @@ from notifications.render import Renderer
 
 log = logging.getLogger("bakup")
 
-# A notification for every configured channel, or a ping: (channel name, payload).
-Deliver = Callable[[str, Notification | tuple[str, str]], None]
+# A notification for every configured channel, or a ping: (channel name, payload). Whatever
+# the function returns (whether it arrived, a queued task) is not used.
+Deliver = Callable[[str, Notification | tuple[str, str]], object]
 
 FAILURES = {
     events.BACKUP_FAILED: "backup",

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import redis
 
@@ -31,12 +31,16 @@ class Decision:
     stages: tuple[str, ...] = ()
 
 
+# A change of one key's state: the new state and what to send.
+Change = Callable[[State], tuple[State, Decision]]
+# Applies a change to the state stored under a key, atomically; returns its decision.
+Transact = Callable[[str, Change], Decision]
+
+
 class IncidentStore:
     """Keeps open incidents per (database, activity) and decides what to send."""
 
-    def __init__(
-        self, transact: Callable[[str, Callable[[State], tuple[State, Any]]], Any]
-    ) -> None:
+    def __init__(self, transact: Transact) -> None:
         self._transact = transact
 
     def failed(
@@ -71,7 +75,7 @@ class IncidentStore:
 def redis_store(client: redis.Redis) -> IncidentStore:
     """Incidents in Redis, changed atomically (optimistic WATCH/MULTI)."""
 
-    def transact(key: str, change: Callable[[State], tuple[State, Any]]) -> Any:
+    def transact(key: str, change: Change) -> Decision:
         name = f"bakup:incidents:{key}"
         with client.pipeline() as pipe:
             while True:
@@ -97,7 +101,7 @@ def memory_store() -> IncidentStore:
     BACKUP_DIR is what is misconfigured), so every such run alerts."""
     everything: dict[str, State] = {}
 
-    def transact(key: str, change: Callable[[State], tuple[State, Any]]) -> Any:
+    def transact(key: str, change: Change) -> Decision:
         state, result = change(everything.get(key, {}))
         if state:
             everything[key] = state
@@ -111,7 +115,7 @@ def memory_store() -> IncidentStore:
 def file_store(directory: Path) -> IncidentStore:
     """Incidents in ``directory/.bakup-incidents.json``, changed under an exclusive lock."""
 
-    def transact(key: str, change: Callable[[State], tuple[State, Any]]) -> Any:
+    def transact(key: str, change: Change) -> Decision:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / ".bakup-incidents.json"
         with _locked(path) as handle:
@@ -134,7 +138,7 @@ def file_store(directory: Path) -> IncidentStore:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[Any]:
+def _locked(path: Path) -> Iterator[TextIO]:
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     with os.fdopen(descriptor, "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 import obstore
@@ -31,6 +31,9 @@ from obstore.store import from_url
 from bakup.errors import StorageError
 from bakup.storage import uploads
 from bakup.storage.base import Storage, StoredWriter
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
 
 SCHEMES = ("s3", "gs", "az")
 ORPHAN_AFTER = timedelta(minutes=15)
@@ -205,7 +208,7 @@ class ObjectStorage(Storage):
 
     def open_reader(self, name: str) -> BinaryIO:
         try:
-            return io.BufferedReader(_Reader(obstore.open_reader(self.store, name)), 1 << 20)  # type: ignore[return-value]
+            return io.BufferedReader(_Reader(obstore.open_reader(self.store, name)), 1 << 20)
         except Exception as error:
             raise storage_error(error, self._where(name)) from None
 
@@ -215,7 +218,7 @@ class ObjectStorage(Storage):
         except Exception as error:
             raise storage_error(error, self._where(name)) from None
 
-    def _objects(self) -> list[dict[str, Any]]:
+    def _objects(self) -> list[ObjectMeta]:
         try:
             listing = obstore.list_with_delimiter(self.store)
         except Exception as error:

@@ -19,9 +19,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import MultipartUploadTypeDef
 
 GCS_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 TIMEOUT = 30.0
@@ -103,7 +106,7 @@ class S3Uploads:
                     found.append(self._described(upload))
         return found
 
-    def _described(self, upload: dict[str, Any]) -> PendingUpload:
+    def _described(self, upload: MultipartUploadTypeDef) -> PendingUpload:
         latest = upload["Initiated"]
         parts = self.client.get_paginator("list_parts")
         for page in parts.paginate(
@@ -154,7 +157,11 @@ def gcs_endpoint() -> tuple[str, dict[str, str]]:
         ),
         None,
     )
-    info: dict[str, Any] = json.loads(key or Path(path).read_text()) if (key or path) else {}
+    info: dict[str, Any] = {}
+    if key:
+        info = json.loads(key)
+    elif path:
+        info = json.loads(Path(path).read_text())
     base = (
         os.environ.get("GOOGLE_BASE_URL")
         or info.get("gcs_base_url")

@@ -92,7 +92,7 @@ class EmailChannel:
         message["Message-ID"] = make_msgid(domain=socket.getfqdn() or "bakup")
         message.set_content(notification.text)
         message.add_alternative(notification.html, subtype="html")
-        html_part = message.get_payload()[1]
+        _text_part, html_part = message.iter_parts()
         for content_id, png in notification.images.items():
             html_part.add_related(png, "image", "png", cid=f"<{content_id}>")
         return message

@@ -1,0 +1,6 @@
+"""Types of the optional C row scanner built from ``_rowscan.c``: the same calls as the Python
+twins in ``archive.py`` (``scan_data_python``, ``gather_chunks_python``). The block-ended flag
+comes back as 0 or 1."""
+
+def scan_data(buffer: bytearray, pos: int, int_size: int, /) -> tuple[int, int, int]: ...
+def gather_chunks(buffer: bytearray, pos: int, int_size: int, /) -> tuple[int, bytes, int]: ...
