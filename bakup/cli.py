@@ -219,6 +219,7 @@ def _one_shot_metrics(settings: Settings) -> Iterator[None]:
     # Subscribed first: reading the stored backups may report an unreadable manifest.
     unsubscribe = events.subscribe(recorder)
     recorder.initialize(settings)
+    recorder.restore_stored(settings)
     try:
         yield
     finally:

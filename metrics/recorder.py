@@ -32,8 +32,9 @@ class Recorder:
 
     def initialize(self, settings: Settings, channels: tuple[str, ...] = ()) -> None:
         """Create every series for every configured database and notification channel
-        (counters at 0, so rate() and absent() behave) and restore the gauges from what is
-        stored. Never raises."""
+        (counters at 0, so rate() and absent() behave), without reading storage: the worker's
+        main process calls this before it forks its pool, and a storage client (obstore's
+        runtime threads) must never exist in a process that forks. Never raises."""
         self.metrics.build_info.labels(__version__).set(1)
         for channel in channels:
             for outcome in ("success", "failure"):
@@ -43,6 +44,11 @@ class Recorder:
             self._zero_series(target.name)
             period = target.schedule.period(now).total_seconds() if target.schedule.enabled else 0
             self.metrics.schedule_period.labels(target.name).set(period)
+
+    def restore_stored(self, settings: Settings) -> None:
+        """Set the gauges from what is stored (last success, sizes, verification) so values
+        survive a restart instead of starting at zero. Never raises."""
+        for target in settings.targets:
             try:
                 backups = list_backups(
                     open_storage(target.location),

@@ -18,7 +18,12 @@ from celery.signals import after_setup_logger, worker_ready
 from bakup.logs import configure_logging
 from notifications.wire import subscribe_with, to_message
 from worker import observability, runtime
-from worker.beat_schedule import CATCH_UP_TASK, NOTIFY_TASK, build_beat_schedule
+from worker.beat_schedule import (
+    CATCH_UP_TASK,
+    NOTIFY_TASK,
+    RESTORE_METRICS_TASK,
+    build_beat_schedule,
+)
 
 QUEUE = "bakup"
 
@@ -75,6 +80,7 @@ def _catch_up_on_start(sender: Any = None, **_: Any) -> None:
     # at once rather than at the next periodic check; and once more when the lock of a worker
     # that died mid-backup has surely expired, so its backup is retaken even without beat.
     try:
+        app.send_task(RESTORE_METRICS_TASK, queue=QUEUE)
         app.send_task(CATCH_UP_TASK, queue=QUEUE)
         app.send_task(CATCH_UP_TASK, queue=QUEUE, countdown=runtime.settings().lock_ttl + 1)
     except Exception as error:  # never keep the worker from starting

@@ -16,6 +16,7 @@ BACKUP_TASK = "bakup.backup"
 CATCH_UP_TASK = "bakup.catch_up"
 NOTIFY_TASK = "bakup.notify"
 SUMMARY_TASK = "bakup.summary"
+RESTORE_METRICS_TASK = "bakup.restore_metrics"
 
 
 def celery_schedule(schedule: Schedule) -> crontab | interval_schedule:

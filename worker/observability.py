@@ -1,5 +1,6 @@
 """Metrics in the worker: the recorder subscribed in every process, /metrics served by the
-main process from prometheus-client's multiprocess files, dead children forgotten.
+main process from prometheus-client's multiprocess files, dead children forgotten, and the
+gauges restored from storage by a pool child, never by the main process that forks.
 
 Active only when `bakup worker` prepared the multiprocess directory (METRICS_PORT not 0).
 """
@@ -18,6 +19,8 @@ from notifications.config import NotifySettings
 
 log = logging.getLogger("bakup")
 
+_recorder: Any = None  # the Recorder, when metrics are on
+
 
 def install(settings: Settings, notify: NotifySettings) -> None:
     """Subscribe the metrics recorder and hook the worker's signals, if metrics are on."""
@@ -29,12 +32,14 @@ def install(settings: Settings, notify: NotifySettings) -> None:
     from metrics.exposition import mark_process_dead, serve_multiprocess
     from metrics.recorder import Recorder
 
-    recorder = Recorder(create_metrics())
+    global _recorder
+    recorder = _recorder = Recorder(create_metrics())
     events.subscribe(recorder)  # before the fork: every child inherits the subscription
 
     @worker_init.connect(weak=False)
     def _serve(**_: Any) -> None:
         channels = tuple(channel.name for channel in notify.channels)
+        # No storage is read here, in the process that forks the pool: see restore_gauges.
         recorder.initialize(settings, channels + (("healthcheck",) if notify.healthcheck else ()))
         try:
             serve_multiprocess(settings.metrics_address, settings.metrics_port)
@@ -49,3 +54,14 @@ def install(settings: Settings, notify: NotifySettings) -> None:
     @worker_process_shutdown.connect(weak=False)
     def _forget(pid: int | None = None, **_: Any) -> None:
         mark_process_dead(pid or os.getpid())
+
+
+def restore_gauges(settings: Settings) -> bool:
+    """Set the gauges from the stored backups. Runs in a pool child (the ``restore_metrics``
+    task, queued when the worker is ready): reading an object store starts obstore's runtime
+    threads, which a later fork of the main process would copy without their state, leaving
+    the children hung. Returns whether metrics are on."""
+    if _recorder is None:
+        return False
+    _recorder.restore_stored(settings)
+    return True

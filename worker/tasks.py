@@ -22,9 +22,15 @@ from notifications.delivery import record, send_once
 from notifications.render import Renderer
 from notifications.summary import render_summary
 from notifications.wire import from_message, to_message
-from worker import runtime
+from worker import observability, runtime
 from worker.app import app
-from worker.beat_schedule import BACKUP_TASK, CATCH_UP_TASK, NOTIFY_TASK, SUMMARY_TASK
+from worker.beat_schedule import (
+    BACKUP_TASK,
+    CATCH_UP_TASK,
+    NOTIFY_TASK,
+    RESTORE_METRICS_TASK,
+    SUMMARY_TASK,
+)
 from worker.locks import database_lock, is_locked, set_slot_state, slot_state
 from worker.policy import retry_delay, slot_ttl
 
@@ -185,6 +191,14 @@ def summary(self: Task) -> dict[str, Any]:
         "Weekly summary for %d-W%02d queued for %d channel(s)", year, week, len(notify.channels)
     )
     return {"status": "sent", "week": f"{year}-W{week:02d}"}
+
+
+@app.task(name=RESTORE_METRICS_TASK)
+def restore_metrics() -> dict[str, Any]:
+    """Set the metrics' gauges from the stored backups, in a pool child (never in the main
+    process, which forks: see ``worker.observability.restore_gauges``)."""
+    done = observability.restore_gauges(runtime.settings())
+    return {"status": "restored" if done else "skipped"}
 
 
 @app.task(name=CATCH_UP_TASK)
