@@ -13,7 +13,7 @@ def retry_delay(settings: Settings, retries: int) -> float:
     """Seconds before retry number ``retries + 1``: exponential from RETRY_BASE_SECONDS, capped
     at RETRY_MAX_SECONDS, with jitter over its upper half so workers retrying together spread
     out."""
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**retries)
+    ceiling: float = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**retries)
     return ceiling * random.uniform(0.5, 1.0)
 
 

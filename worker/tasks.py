@@ -41,7 +41,7 @@ NOTIFY_RETRIES = 5
 
 @app.task(name=BACKUP_TASK, bind=True, throws=(BakupError,))
 def backup(
-    self: Task, target_name: str, scheduled: bool = True, slot: int | None = None
+    self: Task[Any, Any], target_name: str, scheduled: bool = True, slot: int | None = None
 ) -> dict[str, Any]:
     """Back up the database ``target_name``, then queue its verification.
 
@@ -113,7 +113,7 @@ def backup(
 
 
 @app.task(name="bakup.verify", bind=True, throws=(BakupError,))
-def verify(self: Task, target_name: str, backup_name: str) -> dict[str, Any]:
+def verify(self: Task[Any, Any], target_name: str, backup_name: str) -> dict[str, Any]:
     """Verify a new backup at VERIFY_LEVEL, then queue pruning (also when verification fails:
     retention never deletes the newest verified backup). Raises BakupError on failure."""
     settings = runtime.settings()
@@ -144,7 +144,7 @@ def prune(target_name: str) -> dict[str, Any]:
 
 
 @app.task(name=NOTIFY_TASK, bind=True)
-def notify(self: Task, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+def notify(self: Task[Any, Any], channel: str, message: dict[str, Any]) -> dict[str, Any]:
     """Deliver one notification or ping over ``channel``: retried with backoff (honouring a
     429's Retry-After) while the failure is transient, counted either way. Never raises, so a
     channel's outage stays in its own task and never touches a backup."""
@@ -169,7 +169,7 @@ def notify(self: Task, channel: str, message: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name=SUMMARY_TASK, bind=True, throws=(BakupError,))
-def summary(self: Task) -> dict[str, Any]:
+def summary(self: Task[Any, Any]) -> dict[str, Any]:
     """Build and send the weekly summary, once per ISO week: the week is claimed in Redis only
     after the summary was built, so a retry of a failed build still sends it, while a second
     beat's or a redelivered message finds the week taken and sends nothing."""
