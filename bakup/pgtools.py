@@ -205,12 +205,13 @@ def program_version(path: str) -> tuple[int, str]:
     return int(match.group(1)), output
 
 
-def die_with_parent() -> None:
-    """In a child between fork and exec: ask Linux to SIGKILL it when its parent dies, so a
-    killed worker never leaves pg_dump or pg_restore running on its own."""
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """In a child (between fork and exec, or at its start): ask Linux to send it ``signum``
+    when its parent dies, so a killed worker never leaves pg_dump, pg_restore or its beat
+    running on its own."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     except (OSError, AttributeError):  # not Linux: the pipe closing still stops the child
         pass
 

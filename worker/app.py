@@ -10,12 +10,15 @@ backup once the dead worker's lock has expired. Every run is idempotent per slot
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_ready
+from celery.signals import after_setup_logger, beat_embedded_init, worker_ready
 
 from bakup.logs import configure_logging
+from bakup.pgtools import die_with_parent
 from notifications.wire import subscribe_with, to_message
 from worker import observability, runtime
 from worker.beat_schedule import (
@@ -26,6 +29,8 @@ from worker.beat_schedule import (
 )
 
 QUEUE = "bakup"
+# The process that imported the app: with `bakup worker --beat`, the worker that forks beat.
+_STARTER_PID = os.getpid()
 
 
 def create_app() -> Celery:
@@ -72,6 +77,16 @@ subscribe_with(
 @after_setup_logger.connect
 def _use_script_log_format(**_: Any) -> None:
     configure_logging(logging.INFO)
+
+
+@beat_embedded_init.connect
+def _die_with_the_worker(**_: Any) -> None:
+    # `bakup worker --beat` runs beat in a child process; a worker killed with SIGKILL would
+    # leave it behind, queueing backups nobody takes, and a second beat once the worker is
+    # restarted. SIGTERM (not SIGKILL) lets beat save its schedule file on the way out.
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != _STARTER_PID:  # the worker died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @worker_ready.connect

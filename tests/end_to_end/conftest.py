@@ -137,8 +137,10 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
 
 
 def complete_backups(backup_dir: Path) -> list[dict]:
-    """The manifests of complete backups in ``backup_dir``, oldest first."""
+    """The manifests of complete backups in ``backup_dir``, oldest first (claims of runs in
+    progress, or of runs that died, are not backups)."""
+    manifests = (json.loads(path.read_text()) for path in backup_dir.glob("postgres_backup_*.json"))
     return sorted(
-        (json.loads(path.read_text()) for path in backup_dir.glob("postgres_backup_*.json")),
+        (manifest for manifest in manifests if manifest.get("status") == "complete"),
         key=lambda manifest: manifest["created_at"],
     )

@@ -3,10 +3,14 @@ schedules of seconds."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.conftest import Database
 from tests.end_to_end.conftest import (
@@ -176,3 +180,46 @@ def test_sigterm_lets_the_running_backup_finish(
     assert len(complete_backups(backup_dir)) == 1
     assert not list(backup_dir.glob(".*.partial"))
     assert "Backup completed successfully" in worker.output()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children...)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = subprocess.run(
+            ["pgrep", "-P", str(parent)], capture_output=True, text=True
+        ).stdout.split()
+        for child in map(int, children):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_killed_with_sigkill_takes_its_beat_and_pool_with_it(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    """Promise: the service never silently stops backing up: no orphaned beat keeps queueing
+    backups nobody takes (and no second beat appears once the worker is restarted)."""
+    env = worker_env(small_db, tmp_path / "backups", redis_url, BACKUP_SCHEDULE="every 1s")
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    wait_for(lambda: worker.count("Backup completed successfully") >= 1, 60, "a backup")
+    below = descendants(worker.process.pid)
+    assert len(below) >= 3  # beat and two pool processes
+    worker.process.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer does
+    worker.process.wait()
+    wait_for(lambda: not [pid for pid in below if alive(pid)], 20, "its children to go")
+    queue = redis.Redis.from_url(redis_url)
+    queued = queue.llen("bakup")
+    time.sleep(3)  # three ticks of the schedule: a live beat would have queued three backups
+    assert queue.llen("bakup") == queued
