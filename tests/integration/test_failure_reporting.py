@@ -33,7 +33,8 @@ def run_limited(
 
     return subprocess.run(
         [sys.executable, "-m", "bakup.cli", *args],
-        env=env,
+        # The limit would also cut the bytecode caches Python writes, poisoning later runs.
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
         timeout=300,
