@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,9 +46,22 @@ class BackupOutcome:
     prune_error: BakupError | None = None
 
 
-def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> BackupOutcome:
+def _never(error: BakupError) -> bool:
+    return False
+
+
+def run_backup(
+    settings: Settings,
+    target: Target,
+    *,
+    prune: bool = True,
+    retry_if: Callable[[BakupError], bool] = _never,
+) -> BackupOutcome:
     """Take one backup of ``target``'s database, then (unless ``prune`` is false) prune.
 
+    ``retry_if`` says whether the caller will retry after a given failure: such a failed
+    attempt is a warning and a ``backup.attempt_failed`` event; a failure nobody retries is
+    the outcome (the original script's ERROR line and ``backup.failed``, which alerts).
     Returns the new backup. Raises BakupError (with the failed stage, and whether it is
     transient) when the backup fails; in that case nothing is pruned. A failure of the
     pruning that follows a good backup is returned in the outcome, not raised: the backup
@@ -58,7 +72,7 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
     try:
         database = target.require_database()
     except BakupError as error:
-        _backup_failed(label, error.stage, error.message)
+        _backup_failed(label, error, retry_if)
         raise
     storage = open_storage(target.location)
     log.info(RULE)
@@ -71,14 +85,15 @@ def run_backup(settings: Settings, target: Target, *, prune: bool = True) -> Bac
             backup = _take_backup(settings, target, database, storage)
             prune_error = _prune_after_backup(settings, target) if prune else None
     except BakupError as error:
-        _backup_failed(label, error.stage, error.message, storage)
+        _backup_failed(label, error, retry_if, storage)
         raise
     except Exception as error:
-        # A bug, not an expected failure: still alert and count it, then let the traceback out.
+        # A bug (or a time limit), not an expected failure: still alert and count it, then
+        # let the traceback out.
         message = f"unexpected {type(error).__name__}: {error}"
         if database.password:
             message = message.replace(database.password, "***")
-        _backup_failed(label, "internal", message, storage)
+        _backup_failed(label, BakupError(message, stage="internal"), _never, storage)
         raise
     record_run(
         storage,
@@ -119,14 +134,27 @@ def _prune_after_backup(settings: Settings, target: Target) -> BakupError | None
     return None
 
 
-def _backup_failed(label: str, stage: str, message: str, storage: Storage | None = None) -> None:
-    log.error("ERROR: Failed to create backup: %s", message)
+def _backup_failed(
+    label: str,
+    error: BakupError,
+    retry_if: Callable[[BakupError], bool],
+    storage: Storage | None = None,
+) -> None:
+    """Record a failed attempt: the outcome when nobody retries it, else a warning."""
+    retried = retry_if(error)
+    if retried:
+        log.warning("WARNING: Backup attempt failed, it will be retried: %s", error.message)
+        kind, outcome = events.BACKUP_ATTEMPT_FAILED, "attempt failed"
+    else:
+        log.error("ERROR: Failed to create backup: %s", error.message)
+        kind, outcome = events.BACKUP_FAILED, "failure"
     log.info(RULE)
     if storage is not None:
         record_run(
-            storage, {"kind": "backup", "outcome": "failure", "stage": stage, "error": message}
+            storage,
+            {"kind": "backup", "outcome": outcome, "stage": error.stage, "error": error.message},
         )
-    events.emit(events.Event(events.BACKUP_FAILED, label, stage=stage, error=message))
+    events.emit(events.Event(kind, label, stage=error.stage, error=error.message))
 
 
 def _take_backup(

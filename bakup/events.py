@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 BACKUP_STARTED = "backup.started"
 BACKUP_SUCCEEDED = "backup.succeeded"
-BACKUP_FAILED = "backup.failed"
+BACKUP_FAILED = "backup.failed"  # the outcome: nobody retries it
+BACKUP_ATTEMPT_FAILED = "backup.attempt_failed"  # a retry follows
 PRUNE_FINISHED = "prune.finished"
 PRUNE_FAILED = "prune.failed"
 VERIFY_SUCCEEDED = "verify.succeeded"

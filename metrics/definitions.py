@@ -32,6 +32,7 @@ class Metrics:
     backup_in_progress: Gauge
     backups: Counter
     backup_failures: Counter
+    backup_attempt_failures: Counter
     oldest_backup: Gauge
     verify_duration: Histogram
     verify_last_success: Gauge
@@ -116,6 +117,13 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         backup_failures=Counter(
             "bakup_backup_failures",
             "Failed backups, by the stage that failed.",
+            (*db, "stage"),
+            registry=target,
+        ),
+        backup_attempt_failures=Counter(
+            "bakup_backup_attempt_failures",
+            "Failed backup attempts that were retried, by the stage that failed (a backup "
+            "that fails for good counts in bakup_backup_failures_total instead).",
             (*db, "stage"),
             registry=target,
         ),

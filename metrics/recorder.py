@@ -66,6 +66,7 @@ class Recorder:
             m.backups.labels(database, outcome).inc(0)
         for stage in STAGES:
             m.backup_failures.labels(database, stage).inc(0)
+            m.backup_attempt_failures.labels(database, stage).inc(0)
         m.verify_failures.labels(database).inc(0)
         m.manifest_unreadable.labels(database).inc(0)
         m.prune_deleted.labels(database).inc(0)
@@ -132,6 +133,12 @@ class Recorder:
         stage = event.stage if event.stage in STAGES else "internal"
         m.backup_failures.labels(database, stage).inc()
         m.backup_last_failure.labels(database).set(event.at.timestamp())
+
+    def _on_backup_attempt_failed(self, event: events.Event) -> None:
+        m, database = self.metrics, event.database
+        m.backup_in_progress.labels(database).set(0)
+        stage = event.stage if event.stage in STAGES else "internal"
+        m.backup_attempt_failures.labels(database, stage).inc()
 
     def _on_verify_succeeded(self, event: events.Event) -> None:
         m = self.metrics

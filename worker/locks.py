@@ -1,11 +1,8 @@
-"""Coordination in Redis between workers and beats: one backup per database at a time, and one
-run per schedule slot.
+"""The per-database lock in Redis: one backup per database at a time across workers.
 
-- The per-database lock has a short time-to-live that a heartbeat thread keeps extending while
-  the backup runs, so the lock of a worker that died frees itself within seconds.
-- Each schedule slot (a fire time of the database's schedule) has a state key: ``running``,
-  ``succeeded`` or ``failed``. A second message for a slot that already ran (two beats started
-  by mistake, a redelivery) is skipped; a slot left ``running`` by a dead worker is retaken.
+The lock has a short time-to-live that a heartbeat thread keeps extending while the backup
+runs, so the lock of a worker that died frees itself within seconds. What each schedule slot
+needs is recorded separately (``worker.runs``).
 """
 
 from __future__ import annotations
@@ -21,15 +18,10 @@ from redis.lock import Lock
 log = logging.getLogger("bakup")
 
 PREFIX = "bakup"
-SLOT_STATES = ("running", "succeeded", "failed")
 
 
 def lock_key(target: str) -> str:
     return f"{PREFIX}:lock:{target}"
-
-
-def slot_key(target: str, slot: int) -> str:
-    return f"{PREFIX}:slot:{target}:{slot}"
 
 
 @contextmanager
@@ -68,14 +60,3 @@ def database_lock(client: redis.Redis, target: str, ttl: float) -> Iterator[bool
 def is_locked(client: redis.Redis, target: str) -> bool:
     """Whether some worker holds ``target``'s lock now."""
     return bool(client.exists(lock_key(target)))
-
-
-def slot_state(client: redis.Redis, target: str, slot: int) -> str | None:
-    """Return the state of ``target``'s run for ``slot`` (None when it never started)."""
-    value = client.get(slot_key(target, slot))
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def set_slot_state(client: redis.Redis, target: str, slot: int, state: str, ttl: int) -> None:
-    """Record the state of ``target``'s run for ``slot``, kept for ``ttl`` seconds."""
-    client.set(slot_key(target, slot), state, ex=ttl)

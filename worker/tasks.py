@@ -11,18 +11,22 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery import Task
 
+from bakup import events
 from bakup.actions import run_backup, run_prune, run_verify
-from bakup.catalog import list_backups
+from bakup.catalog import Backup, list_backups
 from bakup.errors import BakupError
+from bakup.settings import Settings
 from bakup.storage import open_storage
+from bakup.targets import Target
 from notifications.channels.base import DeliveryError, Notification
 from notifications.delivery import record, send_once
 from notifications.render import Renderer
 from notifications.summary import render_summary
 from notifications.wire import from_message, to_message
-from worker import observability, runtime
+from worker import observability, runs, runtime
 from worker.app import app
 from worker.beat_schedule import (
     BACKUP_TASK,
@@ -31,23 +35,31 @@ from worker.beat_schedule import (
     RESTORE_METRICS_TASK,
     SUMMARY_TASK,
 )
-from worker.locks import database_lock, is_locked, set_slot_state, slot_state
+from worker.locks import database_lock, is_locked
 from worker.policy import retry_delay, slot_ttl
 
 log = logging.getLogger("bakup")
 
 NOTIFY_RETRIES = 5
+NO_EXPIRY: dict[str, Any] = {"expires": None}
+# A retry message runs at its time; another message for the slot (beat, catch-up) arriving
+# before this much after it leaves the retry to run.
+RETRY_GRACE_SECONDS = 60
 
 
-@app.task(name=BACKUP_TASK, bind=True, throws=(BakupError,))
+@app.task(name=BACKUP_TASK, bind=True, throws=(BakupError,), max_retries=None)
 def backup(
     self: Task[Any, Any], target_name: str, scheduled: bool = True, slot: int | None = None
 ) -> dict[str, Any]:
     """Back up the database ``target_name``, then queue its verification.
 
     ``scheduled`` runs belong to a schedule slot (the latest fire time, unless ``slot`` names
-    one): a slot that already ran is skipped. Returns what happened and how long it took.
-    Raises BakupError when the backup fails for good (after retries for transient failures).
+    one), whose run record (``worker.runs``) decides whether this message runs an attempt:
+    not when the slot ended, not beside a pending retry, not for a slot a newer one
+    superseded. Transient failures are retried up to BACKUP_RETRIES times per slot, whoever
+    retries. Returns what happened and how long it took. Raises BakupError when the backup
+    fails for good; every way out leaves the slot's record in a final state or waiting for
+    its retry.
     """
     started = time.monotonic()
     settings = runtime.settings()
@@ -59,57 +71,173 @@ def backup(
         if not held:
             log.info("Skipped backup of %s: another backup of it is running", target.name)
             return {"status": "skipped", "reason": "locked"}
+        attempt = self.request.retries + 1
         if slot is not None:
-            state = slot_state(client, target.name, slot)
-            if state in ("succeeded", "failed"):
-                log.info(
-                    "Skipped backup of %s: the run for %s already %s",
-                    target.name,
-                    _when(slot),
-                    state,
-                )
-                return {"status": "skipped", "reason": f"slot {state}"}
-            if state == "running" and not self.request.retries:
-                log.info(
-                    "Retaking the backup of %s for %s: its run was interrupted",
-                    target.name,
-                    _when(slot),
-                )
-            set_slot_state(client, target.name, slot, "running", slot_ttl(target))
+            begun = _begin_attempt(client, target, slot, retry=bool(self.request.retries))
+            if isinstance(begun, dict):
+                return begun
+            attempt = begun
+        budget = settings.backup_retries
+
+        def will_retry(error: BakupError) -> bool:
+            return error.transient and attempt <= budget
+
         engine_started = time.monotonic()
         try:
-            outcome = run_backup(settings, target, prune=False)
+            outcome = run_backup(settings, target, prune=False, retry_if=will_retry)
         except BakupError as error:
-            if error.transient and self.request.retries < settings.backup_retries:
-                delay = retry_delay(settings, self.request.retries)
-                log.info(
-                    "Retrying the backup of %s in %.0f s (retry %d of %d)",
-                    target.name,
-                    delay,
-                    self.request.retries + 1,
-                    settings.backup_retries,
-                )
-                raise self.retry(
-                    kwargs={"target_name": target_name, "scheduled": scheduled, "slot": slot},
-                    countdown=delay,
-                    exc=error,
-                ) from None
+            if not will_retry(error):
+                _settle(client, target, slot, runs.FAILED, error.message)
+                raise
+            delay = retry_delay(settings, attempt - 1)
             if slot is not None:
-                set_slot_state(client, target.name, slot, "failed", slot_ttl(target))
+                _settle(
+                    client,
+                    target,
+                    slot,
+                    runs.WAITING,
+                    error.message,
+                    retry_at=time.time() + delay,
+                )
+            log.info(
+                "Retrying the backup of %s in %.0f s (retry %d of %d)",
+                target.name,
+                delay,
+                attempt,
+                budget,
+            )
+            # No expiry for the retry (beat's message expires within one period), and no
+            # Celery cap: the slot's record counts the attempts against BACKUP_RETRIES.
+            raise self.retry(
+                kwargs={"target_name": target_name, "scheduled": scheduled, "slot": slot},
+                countdown=delay,
+                exc=error,
+                max_retries=None,
+                **NO_EXPIRY,
+            ) from None
+        except BaseException as error:  # a time limit, a bug: never leave the slot running
+            _settle(client, target, slot, runs.FAILED, f"{type(error).__name__}: {error}")
             raise
         engine_seconds = time.monotonic() - engine_started
-        if slot is not None:
-            set_slot_state(client, target.name, slot, "succeeded", slot_ttl(target))
+        _settle(client, target, slot, runs.SUCCEEDED, "")
     if settings.verify_level == "off":
         prune.delay(target.name)
     else:
-        verify.delay(target.name, outcome.backup.name)
+        queue_verification(client, target, outcome.backup.name)
     return {
         "status": "succeeded",
         "name": outcome.backup.name,
         "task_seconds": time.monotonic() - started,
         "engine_seconds": engine_seconds,
     }
+
+
+def _begin_attempt(
+    client: redis.Redis, target: Target, slot: int, *, retry: bool
+) -> int | dict[str, Any]:
+    """Decide from the slot's record whether this message runs an attempt, and record it
+    running (the caller holds the database's lock, so a record left running is a dead
+    worker's). Returns the attempt's number, or the result of a skipped message."""
+    settings = runtime.settings()
+    run = runs.read(client, target.name, slot)
+    now = time.time()
+    if run is not None and run.state in runs.TERMINAL:
+        log.info(
+            "Skipped backup of %s: the run for %s already %s", target.name, _when(slot), run.state
+        )
+        return {"status": "skipped", "reason": f"slot {run.state}"}
+    if not retry and run is not None and run.retry_at is not None and _retry_pending(run, now):
+        log.info(
+            "Skipped backup of %s: its run for %s waits for a retry at %s",
+            target.name,
+            _when(slot),
+            _when(int(run.retry_at)),
+        )
+        return {"status": "skipped", "reason": "retry pending"}
+    slot_time = datetime.fromtimestamp(slot, UTC)
+    if target.schedule.enabled and target.schedule.next_fire(slot_time).timestamp() <= now:
+        newer = _when(int(target.schedule.previous_fire(datetime.now(UTC)).timestamp()))
+        runs.change(
+            client,
+            target.name,
+            slot,
+            allowed=(runs.NONE, runs.WAITING, runs.RUNNING),
+            ttl=slot_ttl(target),
+            state=runs.SKIPPED,
+            error=f"superseded by the run for {newer}",
+        )
+        log.info(
+            "Skipped backup of %s for %s: the run for %s supersedes it",
+            target.name,
+            _when(slot),
+            newer,
+        )
+        return {"status": "skipped", "reason": "superseded"}
+    attempt = (run.attempt if run is not None else 0) + 1
+    if run is not None and run.state == runs.RUNNING:
+        log.info(
+            "Retaking the backup of %s for %s: its run was interrupted", target.name, _when(slot)
+        )
+        if attempt > settings.backup_retries + 1:
+            message = (
+                f"gave up after {attempt - 1} attempts, the last one interrupted (a time "
+                "limit or a lost worker): see the worker's log; raise BACKUP_TIME_LIMIT if "
+                "backups need longer"
+            )
+            _settle(client, target, slot, runs.FAILED, message, allowed=(runs.RUNNING,))
+            log.error("ERROR: Failed to create backup: %s", message)
+            events.emit(
+                events.Event(events.BACKUP_FAILED, target.name, stage="internal", error=message)
+            )
+            return {"status": "failed", "reason": "interrupted too often"}
+    changed, found = runs.change(
+        client,
+        target.name,
+        slot,
+        allowed=(runs.NONE, runs.WAITING, runs.RUNNING),
+        ttl=slot_ttl(target),
+        state=runs.RUNNING,
+        attempt=attempt,
+        retry_at="",
+    )
+    if not changed:
+        log.info("Skipped backup of %s: the run for %s already %s", target.name, _when(slot), found)
+        return {"status": "skipped", "reason": f"slot {found}"}
+    return attempt
+
+
+def _settle(
+    client: redis.Redis,
+    target: Target,
+    slot: int | None,
+    state: str,
+    error: str,
+    *,
+    retry_at: float | None = None,
+    allowed: tuple[str, ...] = (runs.RUNNING,),
+) -> None:
+    """Record the attempt's end in the slot's record. Redis failing here must not lose what
+    the attempt did: it is tried a few times, then logged; a backup that finished stays
+    stored and the catch-up check verifies and prunes it from what storage records."""
+    if slot is None:
+        return
+    fields: dict[str, str | float] = {"state": state, "error": error[:300]}
+    fields["retry_at"] = retry_at if retry_at is not None else ""
+    for attempt in range(3):
+        try:
+            runs.change(client, target.name, slot, allowed=allowed, ttl=slot_ttl(target), **fields)
+            return
+        except redis.RedisError as failure:
+            if attempt == 2:
+                log.error(
+                    "ERROR: could not record the run of %s for %s as %s: %s",
+                    target.name,
+                    _when(slot),
+                    state,
+                    failure,
+                )
+            else:
+                time.sleep(1 + attempt)
 
 
 @app.task(name="bakup.verify", bind=True, throws=(BakupError,))
@@ -204,7 +332,10 @@ def restore_metrics() -> dict[str, Any]:
 @app.task(name=CATCH_UP_TASK)
 def catch_up() -> list[str]:
     """Queue a backup for every database whose latest scheduled run is missing: never ran
-    (beat or machine down), or its worker died mid-way. Returns the databases queued."""
+    (beat or machine down), its worker died mid-way, or its retry message was lost; and a
+    verification for a newest backup that never got one (its worker or Redis failed right
+    after it was stored). A slot whose retry is pending gets no second chain. Returns the
+    databases queued."""
     settings = runtime.settings()
     client = runtime.redis_client()
     now = datetime.now(UTC)
@@ -218,12 +349,16 @@ def catch_up() -> list[str]:
         slot = int(slot_time.timestamp())
         if (now - slot_time).total_seconds() < grace:
             continue
-        if slot_state(client, target.name, slot) in ("succeeded", "failed"):
+        run = runs.read(client, target.name, slot)
+        if run is not None and (run.state in runs.TERMINAL or _retry_pending(run, time.time())):
+            _verify_if_missed(client, settings, target)
             continue
         if is_locked(client, target.name):
             continue
-        backups = list_backups(open_storage(target.location))
+        dbname = target.database.dbname
+        backups = list_backups(open_storage(target.location), dbname, target.name)
         if backups and backups[-1].created_at >= slot_time:
+            _verify_if_missed(client, settings, target, backups)
             continue
         log.info(
             "Catching up: no backup of %s for its %s run; taking one now",
@@ -233,6 +368,51 @@ def catch_up() -> list[str]:
         backup.delay(target.name, scheduled=True, slot=slot)
         queued.append(target.name)
     return queued
+
+
+def _retry_pending(run: runs.Run | None, now: float) -> bool:
+    """Whether ``run`` waits for a retry that is not overdue."""
+    return (
+        run is not None
+        and run.state == runs.WAITING
+        and run.retry_at is not None
+        and now < run.retry_at + RETRY_GRACE_SECONDS
+    )
+
+
+def queue_verification(client: redis.Redis, target: Target, name: str) -> bool:
+    """Queue the verification of backup ``name`` once: a key records that it was queued, so
+    the catch-up check does not queue it again while it runs. Returns whether it was queued."""
+    key = f"{runs.PREFIX}:verify:{target.name}:{name}"
+    if not client.set(key, "queued", nx=True, ex=runtime.settings().backup_time_limit + 3600):
+        return False
+    try:
+        verify.delay(target.name, name)
+    except Exception:
+        client.delete(key)
+        raise
+    return True
+
+
+def _verify_if_missed(
+    client: redis.Redis, settings: Settings, target: Target, backups: list[Backup] | None = None
+) -> None:
+    """Queue the verification of the newest backup if it was never verified and is old
+    enough that its own verification should have started."""
+    if settings.verify_level == "off":
+        return
+    if backups is None:
+        dbname = target.database.dbname if target.database else ""
+        backups = list_backups(open_storage(target.location), dbname, target.name)
+    complete = [b for b in backups if b.status == "complete"]
+    if not complete or complete[-1].verified is not None:
+        return
+    newest = complete[-1]
+    finished = newest.finished_at or newest.created_at
+    if (datetime.now(UTC) - finished).total_seconds() < settings.catch_up_interval:
+        return
+    if queue_verification(client, target, newest.name):
+        log.info("Catching up: %s was never verified; verifying it now", newest.name)
 
 
 def _when(slot: int) -> str:
