@@ -43,6 +43,7 @@ class Metrics:
     stored_backups: Gauge
     stored_bytes: Gauge
     schedule_period: Gauge
+    backup_next_due: Gauge
     notifications: Counter
     build_info: Gauge
 
@@ -191,6 +192,15 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         schedule_period=Gauge(
             "bakup_schedule_period_seconds",
             "Time between two scheduled backups (0: not scheduled); alert rules use it.",
+            db,
+            multiprocess_mode="mostrecent",
+            registry=target,
+        ),
+        backup_next_due=Gauge(
+            "bakup_backup_next_due_timestamp_seconds",
+            "When the next scheduled backup is due: the schedule's first fire time after the "
+            "newest successful backup (0: none yet, or not scheduled). Alert rules compare the "
+            "time with it, so irregular schedules (weekdays only) work.",
             db,
             multiprocess_mode="mostrecent",
             registry=target,

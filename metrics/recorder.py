@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from bakup import __version__, events
 from bakup.catalog import Backup, list_backups
 from bakup.errors import BakupError
+from bakup.schedule import Schedule
 from bakup.settings import Settings
 from bakup.storage import open_storage
 from bakup.targets import Target
@@ -22,6 +23,7 @@ class Recorder:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._schedules: dict[str, Schedule] = {}
 
     def __call__(self, event: events.Event) -> None:
         handler = getattr(self, "_on_" + event.kind.replace(".", "_"), None)
@@ -41,6 +43,7 @@ class Recorder:
                 self.metrics.notifications.labels(channel, outcome).inc(0)
         now = datetime.now(UTC)
         for target in settings.targets:
+            self._schedules[target.name] = target.schedule
             self._zero_series(target.name)
             period = target.schedule.period(now).total_seconds() if target.schedule.enabled else 0
             self.metrics.schedule_period.labels(target.name).set(period)
@@ -77,6 +80,7 @@ class Recorder:
             m.backup_last_attempt,
             m.verify_last_success,
             m.verify_last_failure,
+            m.backup_next_due,
         ):
             gauge.labels(database).set(0)
         m.backup_duration.labels(database)
@@ -96,6 +100,7 @@ class Recorder:
         m.backup_size.labels(database).set(newest.size_bytes)
         m.backup_raw_size.labels(database).set(newest.raw_size_bytes)
         m.backup_last_duration.labels(database).set(newest.duration_seconds)
+        self._set_next_due(database, newest.created_at)
         passed = [b.verified_at for b in backups if b.verified and b.verified_at]
         failed = [b.verified_at for b in backups if b.verified is False and b.verified_at]
         if passed:
@@ -125,6 +130,17 @@ class Recorder:
         m.backup_size.labels(database).set(details["size_bytes"])
         m.backup_raw_size.labels(database).set(details["raw_size_bytes"])
         m.backup_last_success.labels(database).set(event.at.timestamp())
+        self._set_next_due(database, details.get("created_at") or event.at)
+
+    def _set_next_due(self, database: str, covered: datetime) -> None:
+        """The next backup is due at the schedule's first fire time after the one ``covered``
+        (a backup's start): computed at every success, so weekends and irregular cron lines
+        get their own deadline instead of one frozen period."""
+        schedule = self._schedules.get(database)
+        if schedule is None or not schedule.enabled:
+            return
+        due = schedule.next_fire(covered).timestamp()
+        self.metrics.backup_next_due.labels(database).set(due)
 
     def _on_backup_failed(self, event: events.Event) -> None:
         m, database = self.metrics, event.database
