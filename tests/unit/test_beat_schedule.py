@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import pickle
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from celery.schedules import crontab
-from celery.schedules import schedule as interval_schedule
-
+from bakup.schedule import parse_schedule
 from bakup.settings import Settings
-from worker.beat_schedule import build_beat_schedule
+from worker.beat_schedule import SlotSchedule, build_beat_schedule
 from worker.policy import retry_delay
 
 
@@ -40,11 +39,11 @@ def test_each_scheduled_database_gets_one_beat_entry_and_disabled_ones_none(tmp_
     assert set(table) == {"backup daily", "backup often", "catch up missed backups"}
     daily = table["backup daily"]
     assert daily["task"] == "bakup.backup" and daily["args"] == ("daily",)
-    assert isinstance(daily["schedule"], crontab)
-    assert daily["schedule"].hour == {2} and daily["schedule"].minute == {0}
+    assert isinstance(daily["schedule"], SlotSchedule)
+    assert daily["schedule"].slots.cron == "0 2 * * *"
     assert daily["options"]["expires"] == 86400
     often = table["backup often"]["schedule"]
-    assert isinstance(often, interval_schedule) and often.run_every == timedelta(seconds=30)
+    assert isinstance(often, SlotSchedule) and often.slots.interval == timedelta(seconds=30)
     assert table["catch up missed backups"]["schedule"] == timedelta(seconds=120)
 
 
@@ -54,3 +53,22 @@ def test_retry_delays_grow_exponentially_with_jitter_and_a_cap(tmp_path: Path) -
         delays = [retry_delay(settings, retries) for _ in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len({round(delay, 6) for delay in delays}) > 100  # jittered, not fixed
+
+
+def test_an_interval_fires_at_the_epoch_aligned_slots_catch_up_uses_not_from_beats_start() -> None:
+    every = SlotSchedule(parse_schedule("every 30s"))
+    now = datetime.now(UTC)
+    slot = every.slots.previous_fire(now)
+    assert slot.timestamp() % 30 == 0
+    assert every.is_due(slot - timedelta(seconds=1)).is_due  # last ran before this slot
+    state = every.is_due(slot + timedelta(seconds=0.5))  # already ran in this slot
+    assert not state.is_due
+    assert 0 <= state.next <= 30
+    assert pickle.loads(pickle.dumps(every)) == every  # beat's schedule file keeps it
+
+
+def test_a_cron_entry_is_due_once_per_fire_time() -> None:
+    nightly = SlotSchedule(parse_schedule("0 2 * * *"))
+    fire = nightly.slots.previous_fire(datetime.now(UTC))
+    assert nightly.is_due(fire - timedelta(hours=1)).is_due
+    assert not nightly.is_due(fire + timedelta(minutes=1)).is_due
