@@ -41,6 +41,11 @@ INTEGER_VARIABLES: dict[str, tuple[int, str]] = {
     "RETRY_MAX_SECONDS": (1800, "the longest delay between retries"),
     "LOCK_TTL": (60, "seconds a dead worker's database lock outlives it"),
     "CATCH_UP_INTERVAL": (300, "seconds between checks for missed scheduled backups"),
+    "ALERT_REDELIVERY_SECONDS": (
+        120,
+        "seconds after which an alert whose delivery has not finished (its worker died) is "
+        "queued again by the next catch-up check",
+    ),
     "METRICS_PORT": (9808, "port of the worker's /metrics (0: no metrics server)"),
     "PG_CONNECT_TIMEOUT": (
         DEFAULT_CONNECT_TIMEOUT,
@@ -74,6 +79,7 @@ class Settings:
     retry_max_seconds: int = 1800
     lock_ttl: int = 60
     catch_up_interval: int = 300
+    alert_redelivery_seconds: int = 120
     metrics_port: int = 9808
     metrics_address: str = "0.0.0.0"
     pushgateway_url: str | None = None
@@ -239,6 +245,7 @@ class Settings:
             retry_max_seconds=numbers["RETRY_MAX_SECONDS"],
             lock_ttl=max(numbers["LOCK_TTL"], 3),
             catch_up_interval=max(numbers["CATCH_UP_INTERVAL"], 1),
+            alert_redelivery_seconds=max(numbers["ALERT_REDELIVERY_SECONDS"], 1),
             metrics_port=numbers["METRICS_PORT"],
             metrics_address=env.get("METRICS_ADDRESS") or "0.0.0.0",
             pushgateway_url=env.get("PUSHGATEWAY_URL") or None,

@@ -14,13 +14,14 @@ import os
 import signal
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import after_setup_logger, beat_embedded_init, worker_ready
 
 from bakup.logs import configure_logging
 from bakup.pgtools import die_with_parent
 from notifications.wire import subscribe_with, to_message
-from worker import observability, runtime
+from worker import observability, outbox, runtime
 from worker.beat_schedule import (
     CATCH_UP_TASK,
     NOTIFY_TASK,
@@ -64,14 +65,27 @@ def create_app() -> Celery:
 
 
 app = create_app()
+
+
+def queue_delivery(channel: str, payload: Any) -> None:
+    """Queue the delivery of ``payload`` (a notification or a ping) over ``channel``, first
+    recorded in the outbox so that a worker dying with it cannot lose it (``worker.outbox``).
+    Raises what the broker raises when the task cannot be queued."""
+    message = to_message(payload)
+    entry = None
+    try:
+        entry = outbox.post(
+            runtime.redis_client(), channel, message, runtime.settings().alert_redelivery_seconds
+        )
+    except redis.RedisError as error:  # still try the broker: it may be reachable
+        logging.getLogger("bakup").warning(
+            "WARNING: the %s alert is sent without a redelivery record: %s", channel, error
+        )
+    app.send_task(NOTIFY_TASK, args=[channel, message, entry], queue=QUEUE)
+
+
 observability.install(runtime.settings(), runtime.notify_settings())
-subscribe_with(
-    runtime.settings(),
-    runtime.notify_settings(),
-    lambda channel, payload: app.send_task(
-        NOTIFY_TASK, args=[channel, to_message(payload)], queue=QUEUE
-    ),
-)
+subscribe_with(runtime.settings(), runtime.notify_settings(), queue_delivery)
 
 
 @after_setup_logger.connect

@@ -25,9 +25,9 @@ from notifications.channels.base import DeliveryError, Notification
 from notifications.delivery import record, send_once
 from notifications.render import Renderer
 from notifications.summary import render_summary
-from notifications.wire import from_message, to_message
-from worker import observability, runs, runtime
-from worker.app import app
+from notifications.wire import from_message
+from worker import observability, outbox, runs, runtime
+from worker.app import app, queue_delivery
 from worker.beat_schedule import (
     BACKUP_TASK,
     CATCH_UP_TASK,
@@ -272,28 +272,60 @@ def prune(target_name: str) -> dict[str, Any]:
 
 
 @app.task(name=NOTIFY_TASK, bind=True)
-def notify(self: Task[Any, Any], channel: str, message: dict[str, Any]) -> dict[str, Any]:
+def notify(
+    self: Task[Any, Any], channel: str, message: dict[str, Any], entry: str | None = None
+) -> dict[str, Any]:
     """Deliver one notification or ping over ``channel``: retried with backoff (honouring a
-    429's Retry-After) while the failure is transient, counted either way. Never raises, so a
-    channel's outage stays in its own task and never touches a backup."""
+    429's Retry-After) while the failure is transient, counted either way. ``entry`` is its
+    outbox record: kept (its redelivery pushed ahead) while this task delivers or waits to
+    retry, removed once it is done, so a worker dying with it delays it by minutes, not hours.
+    Never raises, so a channel's outage stays in its own task and never touches a backup."""
     payload = from_message(dict(message))
     database = payload.database if isinstance(payload, Notification) else ""
+    settings = runtime.settings()
+    client = runtime.redis_client()
+    if entry is not None and not _hold(client, entry, settings.alert_redelivery_seconds):
+        log.info("Skipped a %s delivery: it was already delivered", channel)
+        return {"status": "skipped", "reason": "already delivered"}
     try:
         send_once(runtime.notify_settings(), channel, payload)
     except DeliveryError as error:
         if not error.permanent and self.request.retries < NOTIFY_RETRIES:
             delay = error.retry_after
             if delay is None:
-                delay = retry_delay(runtime.settings(), self.request.retries)
+                delay = retry_delay(settings, self.request.retries)
+            delay = min(delay, 600)
+            if entry is not None:
+                _hold(client, entry, delay + settings.alert_redelivery_seconds)
             log.warning(
                 "WARNING: %s notification failed, retrying in %.0f s: %s", channel, delay, error
             )
-            raise self.retry(countdown=min(delay, 600), max_retries=NOTIFY_RETRIES) from None
+            raise self.retry(countdown=delay, max_retries=NOTIFY_RETRIES) from None
         log.error("ERROR: %s notification not delivered: %s", channel, error)
         record(channel, database, "failure", str(error))
+        _done(client, entry)
         return {"status": "failed", "error": str(error)}
     record(channel, database, "success")
+    _done(client, entry)
     return {"status": "delivered"}
+
+
+def _hold(client: redis.Redis, entry: str, seconds: float) -> bool:
+    """outbox.hold, deliver anyway when Redis cannot say (at least once)."""
+    try:
+        return outbox.hold(client, entry, seconds)
+    except redis.RedisError as error:
+        log.warning("WARNING: could not update the alert outbox: %s", error)
+        return True
+
+
+def _done(client: redis.Redis, entry: str | None) -> None:
+    if entry is None:
+        return
+    try:
+        outbox.done(client, entry)
+    except redis.RedisError as error:  # it may be delivered once more: better than never
+        log.warning("WARNING: could not update the alert outbox: %s", error)
 
 
 @app.task(name=SUMMARY_TASK, bind=True, throws=(BakupError,))
@@ -314,7 +346,7 @@ def summary(self: Task[Any, Any]) -> dict[str, Any]:
         log.info("Skipped the weekly summary: it was already sent for %d-W%02d", year, week)
         return {"status": "skipped", "reason": "already sent this week"}
     for channel in notify.channels:
-        app.send_task(NOTIFY_TASK, args=[channel.name, to_message(message)], queue="bakup")
+        queue_delivery(channel.name, message)
     log.info(
         "Weekly summary for %d-W%02d queued for %d channel(s)", year, week, len(notify.channels)
     )
@@ -338,6 +370,9 @@ def catch_up() -> list[str]:
     databases queued."""
     settings = runtime.settings()
     client = runtime.redis_client()
+    for entry, channel, message in outbox.overdue(client, settings.alert_redelivery_seconds):
+        log.info("Queueing again a %s alert whose delivery did not finish", channel)
+        app.send_task(NOTIFY_TASK, args=[channel, message, entry], queue="bakup")
     now = datetime.now(UTC)
     queued = []
     for target in settings.targets:

@@ -3,6 +3,7 @@ tasks, counted in the metrics, one alert per incident, one summary per week."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,39 @@ def test_the_weekly_summary_is_sent_once_even_when_triggered_twice(
     wait_for(lambda: "already sent" in worker.output(), 30, "the duplicate to be skipped")
     assert smtp.messages[0]["Subject"].startswith("bakup weekly summary")
     assert len(smtp.messages) == 1
+
+
+def test_an_alert_held_by_a_worker_that_died_is_delivered_within_minutes_not_hours(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: every failure is seen within minutes: an alert whose retry was waiting in a
+    worker that got SIGKILLed is delivered by the next worker within ALERT_REDELIVERY_SECONDS
+    + CATCH_UP_INTERVAL, not after the broker's visibility timeout (BACKUP_TIME_LIMIT + 1 h)."""
+    wrong = small_db.server.url(small_db.name, password="wrong")
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        DATABASE_URL=wrong,
+        BACKUP_RETRIES="0",
+        RETRY_BASE_SECONDS="10",  # the alert's retry waits 5-10 s, held by the worker
+        RETRY_MAX_SECONDS="10",
+        ALERT_REDELIVERY_SECONDS="3",
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+    )
+    http.answer((503, {}, b"down"), (200, {}, b"ok"))
+    first = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in first.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: "notification failed, retrying" in first.output(), 60, "a retry to wait")
+    first.kill()
+    assert len(http.requests) == 1
+
+    started = time.monotonic()
+    second = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    # Due at its retry time (<= 10 s) + ALERT_REDELIVERY_SECONDS (3), found by the next
+    # catch-up check (every 2 s).
+    wait_for(lambda: len(http.requests) == 2, 40, "the alert, delivered again")
+    assert time.monotonic() - started < 40
+    assert "Queueing again a slack alert" in second.output()
+    assert b"wrong" not in http.requests[1].body  # no secret in the alert
