@@ -20,6 +20,8 @@ DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 SOURCES = ("bakup", "worker", "metrics", "notifications")
 # Read by the code but not configuration: set by bakup itself for its children.
 INTERNAL = {"PROMETHEUS_MULTIPROC_DIR", "PGAPPNAME", "PGPASSWORD", "PGSERVICEFILE"}
+# Test hooks, never set in a deployment (bakup/failpoints.py).
+INTERNAL |= {"BAKUP_CRASH_AT"}
 # The clouds' own credential variables, read the way their tools read them: documented in the
 # README, set by whoever uses that cloud, not declared for every deployment.
 CLOUD = {
