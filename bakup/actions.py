@@ -403,7 +403,8 @@ def run_verify(
         )
         raise
     result.seconds = time.monotonic() - started
-    verified = backup.with_verification(True, datetime.now(UTC), result.as_manifest())
+    recorded = {**result.as_manifest(), "requested": level}
+    verified = backup.with_verification(True, datetime.now(UTC), recorded)
     _record_verification(storage, verified)
     for check in result.checks:
         log.info("ok: %s", check)
@@ -415,10 +416,23 @@ def run_verify(
             details={
                 "name": backup.name,
                 "level": result.level,
+                "requested": level,
                 "duration_seconds": result.seconds,
             },
         )
     )
+    if level == "restore" and result.level != "restore":
+        # The operator asked for restore tests and believes backups get them: say they do not.
+        events.emit(
+            events.Event(
+                events.VERIFY_DEGRADED,
+                target.name,
+                stage="restore test",
+                error=f"test restores are not possible, verified {result.level} only: "
+                + "; ".join(result.notes),
+                details={"name": backup.name, "level": result.level},
+            )
+        )
     return verified
 
 
@@ -460,9 +474,12 @@ def _test_restore(
         identities = settings.identities() if backup.encrypted else None
         result.checks += restore_test(storage, backup, server, settings.pg_bin_dir, identities)
     except PermissionError as error:
-        result.notes.append(
-            f"{error}: grant CREATEDB or set VERIFY_DATABASE_URL; verified integrity only"
+        advice = (
+            "grant CREATEDB to the role of VERIFY_DATABASE_URL"
+            if settings.verify_database is not None
+            else "grant CREATEDB or set VERIFY_DATABASE_URL"
         )
+        result.notes.append(f"{error}: {advice}; verified integrity only")
         log.warning("WARNING: %s", result.notes[-1])
         return
     result.level = "restore"

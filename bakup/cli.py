@@ -302,7 +302,7 @@ def _table(backups: list[Backup]) -> str:
             megabytes(backup.size_bytes),
             megabytes(backup.raw_size_bytes) if backup.described else "?",
             str(len(backup.table_row_counts)) if backup.described else "?",
-            {True: "yes", False: "FAILED", None: "not yet"}[backup.verified],
+            _verified(backup),
             backup.status if backup.note is None else f"{backup.status}: {backup.note}",
         )
         for backup in backups
@@ -312,6 +312,17 @@ def _table(backups: list[Backup]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _verified(backup: Backup) -> str:
+    """The VERIFIED column: the outcome, and the level reached (a restore-level policy that
+    could only check integrity must show, not pass as a restore test)."""
+    if backup.verified is None:
+        return "not yet"
+    if not backup.verified:
+        return "FAILED"
+    level = (backup.verification or {}).get("level")
+    return f"yes ({level})" if level else "yes"
 
 
 def _restore(args: argparse.Namespace) -> int:

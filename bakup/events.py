@@ -24,6 +24,8 @@ PRUNE_FINISHED = "prune.finished"
 PRUNE_FAILED = "prune.failed"
 VERIFY_SUCCEEDED = "verify.succeeded"
 VERIFY_FAILED = "verify.failed"
+# A restore-level verification that could only check less (no CREATEDB, no key): a warning.
+VERIFY_DEGRADED = "verify.degraded"
 NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 RESTORE_SUCCEEDED = "restore.succeeded"

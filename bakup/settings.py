@@ -9,6 +9,7 @@ together, each naming its variable, so one run shows everything to fix.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,20 @@ from bakup.targets import Target, load_targets_file, single_target
 DEFAULT_BACKUP_DIR = "./backups"
 OBJECT_SCHEMES = ("s3://", "gs://", "az://")
 DEFAULT_SCHEDULE = "0 2 * * *"
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$", re.IGNORECASE)
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``7d``, ``12h``, ``30m``, ``0``. Raises ValueError."""
+    if text.strip() == "0":
+        return 0.0
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(text)
+    return float(int(match.group(1)) * _DURATION_SECONDS[match.group(2).lower()])
+
+
 VERIFY_LEVELS = ("restore", "integrity", "off")
 
 # name -> (default, meaning): the single source for validation and for `bakup check`'s output.
@@ -72,6 +87,9 @@ class Settings:
     targets: tuple[Target, ...] = ()
     redis_url: str | None = field(default=None, repr=False)
     verify_level: str = "restore"
+    # With VERIFY_LEVEL=restore: test-restore at most this often (seconds; 0: every backup),
+    # an integrity check in between.
+    verify_frequency: float = 0.0
     verify_database: ConnectionParams | None = None
     backup_time_limit: int = 6 * 3600
     backup_retries: int = 5
@@ -181,6 +199,16 @@ class Settings:
             problems.append(
                 f"VERIFY_LEVEL is {verify_level!r}: use one of {', '.join(VERIFY_LEVELS)}"
             )
+        verify_frequency = 0.0
+        frequency_text = (env.get("VERIFY_FREQUENCY") or "").strip()
+        if frequency_text:
+            try:
+                verify_frequency = parse_duration(frequency_text)
+            except ValueError:
+                problems.append(
+                    f"VERIFY_FREQUENCY is {frequency_text!r}: use a duration such as 7d, 12h or "
+                    "30m (empty: test-restore every backup)"
+                )
         verify_database = None
         verify_url = read_secret(env, "VERIFY_DATABASE_URL", problems)
         if verify_url:
@@ -238,6 +266,7 @@ class Settings:
             targets=tuple(targets),
             redis_url=redis_url,
             verify_level=verify_level,
+            verify_frequency=verify_frequency,
             verify_database=verify_database,
             backup_time_limit=numbers["BACKUP_TIME_LIMIT"],
             backup_retries=numbers["BACKUP_RETRIES"],

@@ -38,6 +38,7 @@ class Metrics:
     verify_last_success: Gauge
     verify_last_failure: Gauge
     verify_failures: Counter
+    verify_degraded: Gauge
     manifest_unreadable: Counter
     prune_deleted: Counter
     stored_backups: Gauge
@@ -161,6 +162,14 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Manifests found unreadable (reported once per run and backup); their backups are "
             "listed as unrecorded and never deleted for it.",
             db,
+            registry=target,
+        ),
+        verify_degraded=Gauge(
+            "bakup_verify_degraded",
+            "1 when the last verification was asked to test-restore but could only check "
+            "less (no CREATEDB, no decryption key, no server): backups are not restore-tested.",
+            db,
+            multiprocess_mode="mostrecent",
             registry=target,
         ),
         verify_failures=Counter(

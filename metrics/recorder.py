@@ -71,6 +71,7 @@ class Recorder:
             m.backup_failures.labels(database, stage).inc(0)
             m.backup_attempt_failures.labels(database, stage).inc(0)
         m.verify_failures.labels(database).inc(0)
+        m.verify_degraded.labels(database).set(0)
         m.manifest_unreadable.labels(database).inc(0)
         m.prune_deleted.labels(database).inc(0)
         m.backup_in_progress.labels(database).set(0)
@@ -107,6 +108,14 @@ class Recorder:
             m.verify_last_success.labels(database).set(max(passed).timestamp())
         if failed:
             m.verify_last_failure.labels(database).set(max(failed).timestamp())
+        last = max(
+            (b for b in backups if b.verified and b.verified_at and b.verification),
+            key=lambda b: b.verified_at or newest.created_at,
+            default=None,
+        )
+        if last is not None and last.verification is not None:
+            asked, got = last.verification.get("requested"), last.verification.get("level")
+            m.verify_degraded.labels(database).set(int(asked == "restore" and got != "restore"))
 
     def _set_stored(self, database: str, backups: list[Backup]) -> None:
         m = self.metrics
@@ -160,6 +169,8 @@ class Recorder:
         m = self.metrics
         m.verify_duration.labels(event.database).observe(event.details.get("duration_seconds", 0))
         m.verify_last_success.labels(event.database).set(event.at.timestamp())
+        if event.details.get("requested") != "restore" or event.details.get("level") == "restore":
+            m.verify_degraded.labels(event.database).set(0)
 
     def _on_verify_failed(self, event: events.Event) -> None:
         m = self.metrics
@@ -167,6 +178,9 @@ class Recorder:
         m.verify_last_failure.labels(event.database).set(event.at.timestamp())
         if "duration_seconds" in event.details:
             m.verify_duration.labels(event.database).observe(event.details["duration_seconds"])
+
+    def _on_verify_degraded(self, event: events.Event) -> None:
+        self.metrics.verify_degraded.labels(event.database).set(1)
 
     def _on_manifest_unreadable(self, event: events.Event) -> None:
         self.metrics.manifest_unreadable.labels(event.database).inc()

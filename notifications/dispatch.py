@@ -37,6 +37,7 @@ FAILURES = {
     events.BACKUP_FAILED: "backup",
     events.VERIFY_FAILED: "verification",
     events.PRUNE_FAILED: "prune",
+    events.VERIFY_DEGRADED: "restore test",
 }
 SUCCESSES = {
     events.BACKUP_SUCCEEDED: "backup",
@@ -69,6 +70,8 @@ class Dispatcher:
             self._failed(event, FAILURES[event.kind])
         elif event.kind in SUCCESSES:
             self._succeeded(event, SUCCESSES[event.kind])
+            if event.kind == events.VERIFY_SUCCEEDED and event.details.get("level") == "restore":
+                self._succeeded(event, "restore test")  # test restores work again
 
     def _ping(self, state: str, body: str) -> None:
         if self.notify.healthcheck is not None:

@@ -36,7 +36,7 @@ from worker.beat_schedule import (
     SUMMARY_TASK,
 )
 from worker.locks import database_lock, is_locked
-from worker.policy import retry_delay, slot_ttl
+from worker.policy import retry_delay, slot_ttl, verify_level_for
 
 log = logging.getLogger("bakup")
 
@@ -247,7 +247,10 @@ def verify(self: Task[Any, Any], target_name: str, backup_name: str) -> dict[str
     settings = runtime.settings()
     target = settings.target(target_name)
     try:
-        verified = run_verify(settings, target, backup_name, level=settings.verify_level)
+        dbname = target.database.dbname if target.database else ""
+        stored = list_backups(open_storage(target.location), dbname, target.name)
+        level = verify_level_for(settings, stored, datetime.now(UTC))
+        verified = run_verify(settings, target, backup_name, level=level)
     except BakupError as error:
         if error.transient and self.request.retries < 2:
             raise self.retry(

@@ -127,3 +127,31 @@ def test_verify_of_an_unknown_backup_exits_2(backed_up) -> None:
     result = run_bakup("verify", "postgres_backup_20000101_000000.sql.gz", env=env)
     assert result.returncode == 2
     assert "no complete backup named" in result.stderr
+
+
+def test_a_restore_test_that_is_not_possible_is_shown_and_alerted_once_not_passed_off(
+    pg_server, tmp_path: Path, http
+) -> None:
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    name = f"owned_{uuid.uuid4().hex[:8]}"
+    pg_server.psql("postgres", f"CREATE ROLE {role} LOGIN PASSWORD 'limited-pw' NOCREATEDB")
+    pg_server.psql("postgres", f"CREATE DATABASE {name} OWNER {role}")
+    pg_server.psql(name, f"SET ROLE {role}; CREATE TABLE t AS SELECT 1 AS x")
+    url = pg_server.url(name, user=role, password="limited-pw")
+    env = base_env(
+        DATABASE_URL=url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        VERIFY_DATABASE_URL=url,
+        WEBHOOK_URL=f"{http.url}/hook",
+    )
+    assert run_bakup("backup", env=env).returncode == 0
+    for _ in range(2):
+        result = run_bakup("verify", "--restore", env=env)
+        assert result.returncode == 0, result.stderr
+    assert "grant CREATEDB to the role of VERIFY_DATABASE_URL" in result.stdout
+    degraded = [r for r in http.requests if b"test restores are not possible" in r.body]
+    assert len(degraded) == 1  # one notice per incident, not one per verification
+    listing = run_bakup("list", env=env)
+    assert "yes (integrity)" in listing.stdout
+    assert "limited-pw" not in b"".join(r.body for r in http.requests).decode()
+    pg_server.psql("postgres", f"DROP DATABASE {name} WITH (FORCE)")

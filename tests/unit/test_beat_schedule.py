@@ -72,3 +72,34 @@ def test_a_cron_entry_is_due_once_per_fire_time() -> None:
     fire = nightly.slots.previous_fire(datetime.now(UTC))
     assert nightly.is_due(fire - timedelta(hours=1)).is_due
     assert not nightly.is_due(fire + timedelta(minutes=1)).is_due
+
+
+def test_verify_frequency_test_restores_at_most_that_often(tmp_path: Path) -> None:
+    from bakup.catalog import unrecorded_backup
+    from worker.policy import verify_level_for
+
+    weekly = settings_with(tmp_path, VERIFY_FREQUENCY="7d")
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+
+    def restored(days_ago: int, level: str = "restore"):
+        backup = unrecorded_backup("postgres_backup_20261101_000000.sql.gz", 1, "a", "")
+        return backup.with_verification(True, now - timedelta(days=days_ago), {"level": level})
+
+    assert verify_level_for(weekly, [], now) == "restore"
+    assert verify_level_for(weekly, [restored(3)], now) == "integrity"
+    assert verify_level_for(weekly, [restored(8)], now) == "restore"
+    assert verify_level_for(weekly, [restored(1, "integrity")], now) == "restore"
+    every_time = settings_with(tmp_path)
+    assert verify_level_for(every_time, [restored(0)], now) == "restore"
+    problems = settings_problems(tmp_path, VERIFY_FREQUENCY="weekly")
+    assert any("VERIFY_FREQUENCY" in problem for problem in problems)
+
+
+def settings_problems(tmp_path: Path, **env: str) -> list[str]:
+    import pytest
+
+    from bakup.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        settings_with(tmp_path, **env)
+    return raised.value.problems
