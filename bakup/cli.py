@@ -11,11 +11,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from bakup import __version__, events
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
@@ -29,6 +32,7 @@ from bakup.storage import open_storage
 from bakup.targets import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RESTART_DELAY_SECONDS = 5
 NOTIFY_VARIABLES = (
     "SMTP_URL",
     "SMTP_URL_FILE",
@@ -417,13 +421,21 @@ def _notify_from_cli(settings: Settings) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = _service_settings()
+    metrics_dir = None
     if settings.metrics_port:
         from metrics.exposition import prepare_multiprocess_dir
 
         # Before prometheus-client is first imported: it reads the directory at import time.
-        prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="bakup-metrics-")))
+        metrics_dir = Path(tempfile.mkdtemp(prefix="bakup-metrics-"))
+        prepare_multiprocess_dir(metrics_dir)
     # Imported here: the engine never depends on Celery; only these two commands do.
+    from celery.signals import worker_init, worker_shutting_down
+
     from worker.app import QUEUE, app
+
+    seen: dict[str, Any] = {}
+    worker_init.connect(lambda sender=None, **_: seen.update(worker=sender), weak=False)
+    worker_shutting_down.connect(lambda **_: seen.update(asked=True), weak=False)
 
     argv = [
         "worker",
@@ -438,7 +450,24 @@ def _worker(args: argparse.Namespace) -> int:
     if args.beat:
         argv += ["--beat", f"--schedule={settings.beat_schedule_file}"]
     app.worker_main(argv)
-    return EXIT_OK
+    exitcode = getattr(seen.get("worker"), "exitcode", None) or 0
+    if exitcode and not seen.get("asked"):
+        # Celery stops for good after some broker failures (an "Unrecoverable error" while
+        # Redis restarts) and would exit 0: a worker that silently stopped backing up. Start
+        # afresh in this same process instead, so supervision and logs stay where they are.
+        print(
+            f"bakup: the worker stopped unexpectedly (exit {exitcode}): restarting in "
+            f"{RESTART_DELAY_SECONDS} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        time.sleep(RESTART_DELAY_SECONDS)
+        os.execv(sys.executable, [sys.executable, "-m", "bakup.cli", *sys.argv[1:]])
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return EXIT_FAILED if exitcode else EXIT_OK
 
 
 def _beat(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from tests.end_to_end.conftest import (
     worker_env,
 )
 from tests.integration.faults import fake_pg_bin
+from tests.support import redis_server
 from tests.support.postgres_server import find_server_bin, free_port
 from tests.support.receivers import HttpReceiver
 
@@ -303,3 +304,43 @@ def test_a_backup_killed_by_its_time_limit_ends_its_slot_failed_with_one_alert(
     assert "SoftTimeLimitExceeded" in worker.output()
     assert len(http.requests) == 1
     assert not list((tmp_path / "backups").glob(".*.partial"))
+
+
+def test_redis_killed_mid_backup_and_restarted_empty_loses_nothing_and_backups_resume(
+    small_db: Database, tmp_path: Path, services: Services
+) -> None:
+    """Promise: the service never silently stops backing up: the backup that was running when
+    Redis died is kept and verified (its verification recovered from what storage records),
+    and scheduled backups go on once Redis is back, empty."""
+    server = redis_server.start()
+    backup_dir = tmp_path / "backups"
+    slow = fake_pg_bin(tmp_path / "bin")
+    slow_dump = slow / "pg_dump"
+    slow_dump.write_text(slow_dump.read_text().replace("exec ", "sleep 6; exec "))
+    env = worker_env(
+        small_db,
+        backup_dir,
+        server.url(0),
+        BACKUP_SCHEDULE="every 20s",
+        PG_BIN_DIR=str(slow),
+    )
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    try:
+        wait_for(lambda: list(backup_dir.glob(".*.partial")), 60, "a backup in progress")
+        server.process.kill()
+        server.process.wait()
+        time.sleep(2)
+        server = redis_server.start(server.port)  # back, and empty
+        wait_for(lambda: len(complete_backups(backup_dir)) >= 1, 60, "the backup to be kept")
+        first = complete_backups(backup_dir)[0]
+        wait_for(
+            lambda: complete_backups(backup_dir)[0].get("verified") is True,
+            90,
+            "the interrupted run's backup to be verified",
+        )
+        wait_for(lambda: len(complete_backups(backup_dir)) >= 2, 90, "backups to resume")
+        assert complete_backups(backup_dir)[0]["name"] == first["name"]
+        assert not list(backup_dir.glob(".*.partial"))
+    finally:
+        worker.stop(timeout=30)
+        server.stop()

@@ -31,12 +31,13 @@ class RedisServer:
             self.process.wait()
 
 
-def start() -> RedisServer:
-    """Start redis-server on a free port; raises RuntimeError when it is missing or won't start."""
+def start(port: int | None = None) -> RedisServer:
+    """Start redis-server on ``port`` (a free one by default), empty; raises RuntimeError when
+    it is missing or won't start."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: run scripts/install-system-packages")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,
