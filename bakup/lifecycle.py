@@ -41,6 +41,7 @@ from bakup.catalog import (
     COMPLETE,
     DELETING,
     MANIFEST_FORMAT,
+    NAME_PATTERN,
     RUNNING,
     Backup,
     backup_name,
@@ -275,8 +276,8 @@ def sweep(storage: Storage, database: str, now: datetime | None = None, target: 
         if _adopt(storage, backup.name, database, "found without a manifest"):
             done.adopted.append(backup.name)
     for name in storage.unfinished_names():
-        if name in contents.claims or name in done.live:
-            continue
+        if not NAME_PATTERN.match(name) or name in contents.claims or name in done.live:
+            continue  # (a manifest being written is no backup's data)
         # A claim is recorded before its partial file exists and deleted after it is gone:
         # read it again, so a run that started since the listing is never touched.
         with contextlib.suppress(FileNotFoundError):
