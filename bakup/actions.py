@@ -83,6 +83,7 @@ def run_backup(
     try:
         with runlock.exclusive(target.location, label):
             backup = _take_backup(settings, target, database, storage)
+            _backup_succeeded(label, storage, backup)
             prune_error = _prune_after_backup(settings, target) if prune else None
     except BakupError as error:
         _backup_failed(label, error, retry_if, storage)
@@ -95,6 +96,14 @@ def run_backup(
             message = message.replace(database.password, "***")
         _backup_failed(label, BakupError(message, stage="internal"), _never, storage)
         raise
+    log.info("Backup completed successfully")
+    log.info(RULE)
+    return BackupOutcome(backup, prune_error)
+
+
+def _backup_succeeded(label: str, storage: Storage, backup: Backup) -> None:
+    """Record a good backup in the journal and announce it, before the prune that follows.
+    Never raises."""
     record_run(
         storage,
         {
@@ -119,18 +128,21 @@ def run_backup(
             },
         )
     )
-    log.info("Backup completed successfully")
-    log.info(RULE)
-    return BackupOutcome(backup, prune_error)
 
 
 def _prune_after_backup(settings: Settings, target: Target) -> BakupError | None:
-    """Prune after a good backup (the run lock already held); returns the failure, if any."""
+    """Prune after a good backup (the run lock already held); returns the failure, if any.
+    Even a bug in pruning is returned, not raised: it must not turn the backup into a failed
+    one."""
     try:
         _prune_locked(settings, target, dry_run=False, now=None)
     except BakupError as error:
         log.error("ERROR: Failed to prune old backups: %s", error.message)
         return error
+    except Exception as error:
+        failure = BakupError(f"unexpected {type(error).__name__}: {error}", stage="prune")
+        log.exception("ERROR: Failed to prune old backups: %s", failure.message)
+        return failure
     return None
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from celery import Celery
 
@@ -89,8 +90,12 @@ def test_worker_metrics_add_up_across_processes_and_survive_a_restart(
         assert service.stop() == 0
     config = Path(env["BAKUP_CONFIG"])  # no more scheduled runs: the values come from disk
     config.write_text(config.read_text().replace('"every 2s"', '"disable"'))
-    # Backups beat queued before the stop would run after the restart: drop them.
+    # Backups beat queued before the stop would run after the restart: wait for every
+    # process of the old worker (its beat too) to be gone, then drop queued and unacked ones.
+    for service in services.started:
+        wait_for(lambda s=service: not _group_alive(s.process.pid), 30, "the old worker to go")
     Celery(broker=env["REDIS_URL"]).control.purge()
+    redis.Redis.from_url(env["REDIS_URL"]).delete("unacked", "unacked_index")
     newest = complete_backups(backup_dir / "good")[-1]
     restarted = services.start("worker", env=env)
     last_success = 'bakup_backup_last_success_timestamp_seconds{database="good"}'
@@ -103,6 +108,11 @@ def test_worker_metrics_add_up_across_processes_and_survive_a_restart(
     assert restored['bakup_backup_size_bytes{database="good"}'] == newest["size_bytes"]
     assert restored['bakup_backups_total{database="good",outcome="success"}'] == 0
     restarted.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+    return bool(found.stdout.strip())
 
 
 def _value(port: int, series: str) -> float:
