@@ -40,7 +40,7 @@ import psycopg
 import zstandard
 from psycopg import sql
 
-from bakup.archive import ArchiveFormatError, RowCounter
+from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
@@ -257,12 +257,7 @@ def check_integrity(
     the file does not decompress into an archive whose rows and table of contents match the
     manifest or pg_restore cannot be run, StorageError when it cannot be read.
     """
-    try:
-        found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
-    except OSError as error:  # starting pg_restore, or its temporary files (reads are wrapped)
-        raise VerifyError(
-            f"verifying {backup.name} failed: {_describe_os_error(error)}", stage="verify"
-        ) from None
+    found = _read_whole(storage, backup, pg_bin_dir, identities)
     if found.sha256 != backup.sha256 or found.stored_size != backup.size_bytes:
         raise ChecksumMismatch(
             f"checksum mismatch for {backup.name}: the stored file is corrupted "
@@ -270,14 +265,7 @@ def check_integrity(
             stage="verify",
         )
     checks = ["sha256 matches the manifest"]
-    if found.unreadable is not None:
-        raise VerifyError(found.unreadable, stage="verify")
-    try:
-        summary = found.counter.finish()
-    except ArchiveFormatError as error:
-        raise VerifyError(
-            f"{backup.name} holds an incomplete archive: {error}", stage="verify"
-        ) from None
+    summary = _archive_summary(found, backup)
     if summary.row_counts != backup.table_row_counts:
         raise VerifyError(
             f"{backup.name}: the archive's rows differ from the manifest's "
@@ -285,18 +273,49 @@ def check_integrity(
             stage="verify",
         )
     checks.append("decompressed fully; every table's rows match the manifest")
+    _check_listing(found, backup, len(backup.table_row_counts), "the manifest")
+    checks.append("pg_restore --list reads its table of contents")
+    return checks
+
+
+def _read_whole(
+    storage: Storage, backup: Backup, pg_bin_dir: Path | None, identities: list[Any] | None
+) -> _ReadBack:
+    """_read_back with pg_restore found; an OSError starting it (or making its temporary
+    files: reads are wrapped) becomes a VerifyError."""
+    try:
+        return _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
+    except OSError as error:
+        raise VerifyError(
+            f"verifying {backup.name} failed: {_describe_os_error(error)}", stage="verify"
+        ) from None
+
+
+def _archive_summary(found: _ReadBack, backup: Backup) -> ArchiveSummary:
+    """What the read-back archive holds. Raises VerifyError when it could not be read or is
+    incomplete."""
+    if found.unreadable is not None:
+        raise VerifyError(found.unreadable, stage="verify")
+    try:
+        return found.counter.finish()
+    except ArchiveFormatError as error:
+        raise VerifyError(
+            f"{backup.name} holds an incomplete archive: {error}", stage="verify"
+        ) from None
+
+
+def _check_listing(found: _ReadBack, backup: Backup, tables: int, source: str) -> None:
+    """Check that pg_restore --list read the table of contents and lists data for ``tables``
+    tables (as ``source`` says). Raises VerifyError."""
     if found.list_returncode != 0:
         _, message = explain_failure("pg_restore", found.list_errors, found.list_returncode, None)
         raise VerifyError(f"pg_restore --list cannot read {backup.name}: {message}", stage="verify")
     entries = found.list_output.count(b" TABLE DATA ")
-    if entries != len(backup.table_row_counts):
+    if entries != tables:
         raise VerifyError(
-            f"pg_restore --list shows data for {entries} tables, "
-            f"the manifest for {len(backup.table_row_counts)}",
+            f"pg_restore --list shows data for {entries} tables, {source} for {tables}",
             stage="verify",
         )
-    checks.append("pg_restore --list reads its table of contents")
-    return checks
 
 
 def check_stored_checksum(storage: Storage, backup: Backup) -> list[str]:
@@ -655,30 +674,9 @@ def describe_stored(
     file does not decompress into a complete archive that ``pg_restore --list`` reads,
     StorageError when it cannot be read.
     """
-    try:
-        found = _read_back(storage, backup, find_program("pg_restore", pg_bin_dir), identities)
-    except OSError as error:
-        raise VerifyError(
-            f"verifying {backup.name} failed: {_describe_os_error(error)}", stage="verify"
-        ) from None
-    if found.unreadable is not None:
-        raise VerifyError(found.unreadable, stage="verify")
-    try:
-        summary = found.counter.finish()
-    except ArchiveFormatError as error:
-        raise VerifyError(
-            f"{backup.name} holds an incomplete archive: {error}", stage="verify"
-        ) from None
-    if found.list_returncode != 0:
-        _, message = explain_failure("pg_restore", found.list_errors, found.list_returncode, None)
-        raise VerifyError(f"pg_restore --list cannot read {backup.name}: {message}", stage="verify")
-    entries = found.list_output.count(b" TABLE DATA ")
-    if entries != len(summary.row_counts):
-        raise VerifyError(
-            f"pg_restore --list shows data for {entries} tables, the archive holds "
-            f"{len(summary.row_counts)}",
-            stage="verify",
-        )
+    found = _read_whole(storage, backup, pg_bin_dir, identities)
+    summary = _archive_summary(found, backup)
+    _check_listing(found, backup, len(summary.row_counts), "its data blocks")
     described = replace(
         backup,
         sha256=found.sha256,

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,42 +135,39 @@ class LocalStorage(Storage):
         return LocalWriter(self.directory, name)
 
     def create_small(self, name: str, data: bytes) -> bool:
+        return self._write_small(name, data, replace=False)
+
+    def put_small(self, name: str, data: bytes) -> None:
+        self._write_small(name, data, replace=True)
+
+    def _write_small(self, name: str, data: bytes, *, replace: bool) -> bool:
+        """Write ``data`` to a private temporary file, fsync it, then give it its name:
+        ``rename`` replaces, ``link`` fails if the name exists (an atomic claim). Returns
+        whether the name now holds ``data``. Raises StorageError."""
         path = self.directory / name
-        partial = self.directory / f".{name}.{os.getpid()}{PARTIAL_SUFFIX}"
+        # Unique per writer: a claim's lease renewal and another run may write at once.
+        partial = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}{PARTIAL_SUFFIX}"
         try:
             descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            try:
-                os.link(partial, path)  # fails if the name exists: the claim is atomic
-            except FileExistsError:
-                return False
-            finally:
-                partial.unlink(missing_ok=True)
+            if replace:
+                os.replace(partial, path)
+            else:
+                try:
+                    os.link(partial, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    partial.unlink(missing_ok=True)
             _fsync_directory(self.directory)
         except OSError as error:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
         return True
-
-    def put_small(self, name: str, data: bytes) -> None:
-        path = self.directory / name
-        partial = self.directory / f".{name}{PARTIAL_SUFFIX}"
-        try:
-            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, path)
-            _fsync_directory(self.directory)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
 
     def append_small(self, name: str, data: bytes) -> None:
         path = self.directory / name

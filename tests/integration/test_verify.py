@@ -82,15 +82,20 @@ def test_verify_of_a_corrupted_backup_fails_and_records_the_failure(backed_up) -
     assert "FAILED" in run_bakup("list", env=env).stdout
 
 
-def test_verify_restore_without_createdb_falls_back_to_integrity_with_one_line(
-    pg_server, tmp_path: Path
-) -> None:
+def database_without_createdb(pg_server) -> tuple[str, str]:
+    """A database owned by a role that may not create databases: its name and URL."""
     role = f"limited_{uuid.uuid4().hex[:8]}"
     name = f"owned_{uuid.uuid4().hex[:8]}"
     pg_server.psql("postgres", f"CREATE ROLE {role} LOGIN PASSWORD 'limited-pw' NOCREATEDB")
     pg_server.psql("postgres", f"CREATE DATABASE {name} OWNER {role}")
     pg_server.psql(name, f"SET ROLE {role}; CREATE TABLE t AS SELECT 1 AS x")
-    url = pg_server.url(name, user=role, password="limited-pw")
+    return name, pg_server.url(name, user=role, password="limited-pw")
+
+
+def test_verify_restore_without_createdb_falls_back_to_integrity_with_one_line(
+    pg_server, tmp_path: Path
+) -> None:
+    name, url = database_without_createdb(pg_server)
     env = base_env(DATABASE_URL=url, BACKUP_DIR=str(tmp_path / "b"))
     assert run_bakup("backup", env=env).returncode == 0
 
@@ -132,12 +137,7 @@ def test_verify_of_an_unknown_backup_exits_2(backed_up) -> None:
 def test_a_restore_test_that_is_not_possible_is_shown_and_alerted_once_not_passed_off(
     pg_server, tmp_path: Path, http
 ) -> None:
-    role = f"limited_{uuid.uuid4().hex[:8]}"
-    name = f"owned_{uuid.uuid4().hex[:8]}"
-    pg_server.psql("postgres", f"CREATE ROLE {role} LOGIN PASSWORD 'limited-pw' NOCREATEDB")
-    pg_server.psql("postgres", f"CREATE DATABASE {name} OWNER {role}")
-    pg_server.psql(name, f"SET ROLE {role}; CREATE TABLE t AS SELECT 1 AS x")
-    url = pg_server.url(name, user=role, password="limited-pw")
+    name, url = database_without_createdb(pg_server)
     env = base_env(
         DATABASE_URL=url,
         BACKUP_DIR=str(tmp_path / "b"),
