@@ -357,7 +357,7 @@ def find_backup(storage: Storage, name: str, database: str = "", target: str = "
         if backup.name == name or manifest_name(backup.name) == name:
             return backup
     raise BackupNotFound(
-        f"no complete backup named {name!r} in {storage.describe()}: run `bakup list` to see them"
+        f"no backup named {name!r} in {storage.describe()}: run `bakup list` to see them"
     )
 
 

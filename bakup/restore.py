@@ -24,7 +24,8 @@ from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
 from bakup.pgtools import (
-    child_environment,
+    child_connection,
+    connect,
     diagnose_output,
     die_with_parent,
     explain_failure,
@@ -117,10 +118,12 @@ def count_user_relations(target: ConnectionParams) -> int:
     Raises RestoreError with the connection failure explained.
     """
     try:
-        with psycopg.connect(**target.connect_kwargs(), connect_timeout=15) as connection:
+        with connect(target) as connection:
             row = connection.execute(_USER_OBJECTS).fetchone()
     except psycopg.Error as error:
-        _stage, message = explain_failure("pg_restore", str(error), 1, target.password)
+        _stage, message = explain_failure(
+            "pg_restore", str(error), 1, target.password, variable=target.variable
+        )
         raise RestoreError(
             f"cannot connect to the target {target.display()}: {message}", stage="connect"
         ) from None
@@ -145,7 +148,8 @@ def restore_backup(
     is refused or pg_restore fails, StorageError when the file cannot be read.
     """
     pg_restore = find_program("pg_restore", pg_bin_dir)
-    check_checksum(storage, backup)
+    if backup.described:  # an adopted backup has no checksum to compare until verified
+        check_checksum(storage, backup)
     existing = count_user_relations(target)
     if existing and not clean:
         raise RestoreError(
@@ -153,24 +157,25 @@ def restore_backup(
             "an empty database, or pass --clean to drop and replace the backup's objects",
             stage="restore",
         )
-    command = (
-        pg_restore,
-        "--no-password",
-        "--exit-on-error",
-        "--single-transaction",
-        f"--dbname={target.conninfo()}",
-        *(("--clean", "--if-exists") if clean else ()),
-        *(("--no-owner", "--no-privileges") if no_owner else ()),
-    )
     compression = get_compression(backup.compression)
-    with tempfile.TemporaryFile() as stderr_file:
+    with tempfile.TemporaryFile() as stderr_file, child_connection(target) as connection:
+        command = (
+            pg_restore,
+            "--no-password",
+            "--exit-on-error",
+            "--single-transaction",
+            f"--dbname={connection.conninfo}",
+            *(("--clean", "--if-exists") if clean else ()),
+            *(("--no-owner", "--no-privileges") if no_owner else ()),
+        )
         try:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_file,
-                env=child_environment(target),
+                env=connection.env,
+                pass_fds=connection.pass_fds,
                 preexec_fn=die_with_parent,
             )
         except OSError as error:
@@ -202,5 +207,7 @@ def restore_backup(
             raise
         returncode = process.wait()
         if returncode != 0:
-            failure = diagnose_output("pg_restore", stderr_file, returncode, target.password)
+            failure = diagnose_output(
+                "pg_restore", stderr_file, returncode, target.password, variable=target.variable
+            )
             raise RestoreError(f"pg_restore failed: {failure.message}", stage="restore")

@@ -4,7 +4,6 @@ status, nothing partial left behind and no good backup lost."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -218,7 +217,7 @@ def test_restore_of_an_unknown_name_exits_2(
     backup_dir, _ = good_backup
     env = base_env(BACKUP_DIR=str(backup_dir), TARGET_DATABASE_URL=target_database.url)
     result = run_bakup("restore", "postgres_backup_19990101_000000.sql.gz", env=env)
-    assert_one_line_error(result, 2, "no complete backup named", "bakup list")
+    assert_one_line_error(result, 2, "no backup named", "bakup list")
 
 
 def test_an_unclaimed_partial_is_removed_and_a_published_file_without_manifest_adopted(
