@@ -131,7 +131,7 @@ def test_verify_of_an_unknown_backup_exits_2(backed_up) -> None:
     _, env = backed_up
     result = run_bakup("verify", "postgres_backup_20000101_000000.sql.gz", env=env)
     assert result.returncode == 2
-    assert "no complete backup named" in result.stderr
+    assert "no backup named" in result.stderr
 
 
 def test_a_restore_test_that_is_not_possible_is_shown_and_alerted_once_not_passed_off(
