@@ -21,6 +21,7 @@ from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.journal import record_run
 from bakup.logs import RULE, megabytes
+from bakup.redaction import redact
 from bakup.restore import check_checksum, choose_backup, restore_backup
 from bakup.retention import PrunePlan, plan_prune
 from bakup.settings import Settings
@@ -91,9 +92,7 @@ def run_backup(
     except Exception as error:
         # A bug (or a time limit), not an expected failure: still alert and count it, then
         # let the traceback out.
-        message = f"unexpected {type(error).__name__}: {error}"
-        if database.password:
-            message = message.replace(database.password, "***")
+        message = redact(f"unexpected {type(error).__name__}: {error}", [database.password])
         _backup_failed(label, BakupError(message, stage="internal"), _never, storage)
         raise
     log.info("Backup completed successfully")

@@ -18,6 +18,7 @@ from bakup import events
 from bakup.actions import run_backup, run_prune, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.errors import BakupError
+from bakup.redaction import redact
 from bakup.settings import Settings
 from bakup.storage import open_storage
 from bakup.targets import Target
@@ -116,7 +117,9 @@ def backup(
                 **NO_EXPIRY,
             ) from None
         except BaseException as error:  # a time limit, a bug: never leave the slot running
-            _settle(client, target, slot, runs.FAILED, f"{type(error).__name__}: {error}")
+            secret = target.database.password if target.database else None
+            reason = redact(f"{type(error).__name__}: {error}", [secret])
+            _settle(client, target, slot, runs.FAILED, reason)
             raise
         engine_seconds = time.monotonic() - engine_started
         _settle(client, target, slot, runs.SUCCEEDED, "")
