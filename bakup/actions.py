@@ -361,7 +361,12 @@ def run_restore(
 
 
 def run_verify(
-    settings: Settings, target: Target, name: str = "latest", *, level: str = "integrity"
+    settings: Settings,
+    target: Target,
+    name: str = "latest",
+    *,
+    level: str = "integrity",
+    retry_if: Callable[[BakupError], bool] = _never,
 ) -> Backup:
     """Verify ``target``'s backup ``name`` (or ``latest``) and record the result in its manifest.
 
@@ -371,7 +376,8 @@ def run_verify(
     it. An encrypted backup whose key is not on this machine is checked as far as possible
     without it (level ``checksum``). Returns the backup with its verification recorded.
     Raises BakupError (stage ``verify``) when a check fails; the failure is recorded in the
-    manifest too, and its event is emitted even when recording it fails.
+    manifest too, and its event is emitted even when recording it fails. A failure that
+    ``retry_if`` says will be retried is only logged: the retry's outcome is what counts.
     """
     storage = open_storage(target.location)
     dbname = target.database.dbname if target.database is not None else ""
@@ -395,6 +401,11 @@ def run_verify(
     except BakupError as error:
         error.stage = "verify"
         result.seconds = time.monotonic() - started
+        if retry_if(error):  # an attempt a retry may heal: a warning, not an incident
+            log.warning(
+                "WARNING: Verification attempt failed, it will be retried: %s", error.message
+            )
+            raise
         details = {**result.as_manifest(), "error": error.message}
         try:
             _record_verification(

@@ -42,6 +42,7 @@ from worker.policy import retry_delay, slot_ttl, verify_level_for
 log = logging.getLogger("bakup")
 
 NOTIFY_RETRIES = 5
+VERIFY_RETRIES = 2
 NO_EXPIRY: dict[str, Any] = {"expires": None}
 # A retry message runs at its time; another message for the slot (beat, catch-up) arriving
 # before this much after it leaves the retry to run.
@@ -249,13 +250,18 @@ def verify(self: Task[Any, Any], target_name: str, backup_name: str) -> dict[str
     retention never deletes the newest verified backup). Raises BakupError on failure."""
     settings = runtime.settings()
     target = settings.target(target_name)
+    retries = self.request.retries
+
+    def will_retry(error: BakupError) -> bool:
+        return error.transient and retries < VERIFY_RETRIES
+
     try:
         dbname = target.database.dbname if target.database else ""
         stored = list_backups(open_storage(target.location), dbname, target.name)
         level = verify_level_for(settings, stored, datetime.now(UTC))
-        verified = run_verify(settings, target, backup_name, level=level)
+        verified = run_verify(settings, target, backup_name, level=level, retry_if=will_retry)
     except BakupError as error:
-        if error.transient and self.request.retries < 2:
+        if will_retry(error):
             raise self.retry(
                 countdown=retry_delay(settings, self.request.retries), exc=error
             ) from None

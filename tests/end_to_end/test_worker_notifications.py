@@ -104,3 +104,28 @@ def test_an_alert_held_by_a_worker_that_died_is_delivered_within_minutes_not_hou
     assert time.monotonic() - started < 40
     assert "Queueing again a slack alert" in second.output()
     assert b"wrong" not in http.requests[1].body  # no secret in the alert
+
+
+def test_a_verification_retried_after_transient_failures_alerts_once_for_its_outcome(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: alerts on outcomes, not attempts, for verifications too: a test-restore
+    server that refuses connections is retried; only the final failure alerts."""
+    closed = small_db.url.replace(f":{small_db.server.port}/", f":{free_port()}/")
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        VERIFY_LEVEL="restore",
+        VERIFY_DATABASE_URL=closed,
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+    )
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: worker.count("ERROR: Verification failed") == 1, 60, "the outcome")
+    wait_for(lambda: len(http.requests) == 1, 30, "the alert")
+    assert worker.count("WARNING: Verification attempt failed, it will be retried") == 2
+    time.sleep(2)
+    assert len(http.requests) == 1
+    assert b"verification" in http.requests[0].body
