@@ -13,7 +13,7 @@ from tests.conftest import Database
 from tests.end_to_end.conftest import Services, send_backup, wait_for, worker_env
 from tests.end_to_end.test_metrics import scrape
 from tests.support.postgres_server import free_port
-from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.receivers import HttpReceiver, SmtpReceiver, start_smtp
 
 pytestmark = pytest.mark.end_to_end
 
@@ -129,3 +129,36 @@ def test_a_verification_retried_after_transient_failures_alerts_once_for_its_out
     time.sleep(2)
     assert len(http.requests) == 1
     assert b"verification" in http.requests[0].body
+
+
+def test_smtp_down_then_back_delivers_later_and_a_slack_404_is_not_retried(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: every failure is seen: an outage of the mail server delays the alert, it does
+    not lose it; a webhook that no longer exists (404) is not hammered."""
+    smtp_port = free_port()  # nothing listens there yet
+    wrong = small_db.server.url(small_db.name, password="wrong")
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        DATABASE_URL=wrong,
+        BACKUP_RETRIES="0",
+        SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
+        ALERT_EMAIL_FROM="bakup@example.com",
+        ALERT_EMAIL_TO="ops@example.com",
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/gone",
+    )
+    http.answer((404, {}, b"no_service"))
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: "email notification failed, retrying" in worker.output(), 60, "a retry")
+    smtp = start_smtp(smtp_port)  # the mail server is back
+    try:
+        wait_for(lambda: len(smtp.messages) == 1, 60, "the alert by email, later")
+        assert "failed" in smtp.messages[0]["Subject"]
+    finally:
+        smtp.stop()
+    assert len(http.requests) == 1  # the 404 was not retried
+    assert worker.count("ERROR: slack notification not delivered") == 1

@@ -50,9 +50,10 @@ class SmtpReceiver:
         self.controller.stop()
 
 
-def start_smtp() -> SmtpReceiver:
+def start_smtp(port: int | None = None) -> SmtpReceiver:
+    """Start an SMTP server on ``port`` (a free one by default) that keeps what it receives."""
     handler = _Collect()
-    port = free_port()
+    port = port or free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     return SmtpReceiver(port, handler, controller)
