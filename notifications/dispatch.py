@@ -9,6 +9,7 @@ renders, so it never delays a backup.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -17,14 +18,15 @@ from typing import Any
 
 from bakup import events
 from bakup.catalog import list_backups
-from bakup.errors import BakupError
+from bakup.errors import BakupError, ConfigError
+from bakup.journal import read_runs
 from bakup.logs import megabytes
 from bakup.settings import Settings
 from bakup.storage import open_storage
 from notifications.advice import advice_for
 from notifications.channels.base import Notification
 from notifications.config import NotifySettings
-from notifications.incidents import IncidentStore
+from notifications.incidents import Decision, IncidentStore
 from notifications.render import Renderer
 
 log = logging.getLogger("bakup")
@@ -111,6 +113,8 @@ class Dispatcher:
         if activity == "backup":
             self._ping("success", "")
         decision = self.incidents.succeeded(event.database, activity)
+        if decision.send is None and activity == "backup":
+            decision = self._forgotten_incident(event.database)
         details = event.details
         newest = self._newest(event.database)
         if decision.send == "recovery":
@@ -133,6 +137,29 @@ class Dispatcher:
                 **newest,
             }
             self._send(self.renderer.render("success", event.database, context))
+
+    def _forgotten_incident(self, database: str) -> Decision:
+        """An incident the store no longer knows (Redis restarted empty) rebuilt from the run
+        journal beside the backups: if the backups before this success failed for good, a
+        recovery notice is due. Returns the decision (nothing to send when they did not)."""
+        try:
+            target = self.settings.target(database)
+            runs = read_runs(open_storage(target.location))
+        except (BakupError, ConfigError):
+            return Decision(None)
+        outcomes = [
+            run
+            for run in runs
+            if run.get("kind") == "backup" and run.get("outcome") in ("success", "failure")
+        ]
+        failures = list(
+            itertools.takewhile(lambda run: run["outcome"] == "failure", reversed(outcomes[:-1]))
+        )
+        if not outcomes or outcomes[-1]["outcome"] != "success" or not failures:
+            return Decision(None)
+        log.info("Recovery of %s: its incident was rebuilt from the run journal", database)
+        stages = tuple(sorted({str(run.get("stage", "unknown")) for run in failures}))
+        return Decision("recovery", failures[-1]["at"].timestamp(), stages)
 
     def _send(self, notification: Notification) -> None:
         for channel in self.notify.channels:

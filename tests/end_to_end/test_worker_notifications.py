@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
 from tests.conftest import Database
@@ -162,3 +163,31 @@ def test_smtp_down_then_back_delivers_later_and_a_slack_404_is_not_retried(
         smtp.stop()
     assert len(http.requests) == 1  # the 404 was not retried
     assert worker.count("ERROR: slack notification not delivered") == 1
+
+
+def test_a_recovery_notice_follows_an_incident_that_redis_forgot(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: every incident ends with a recovery notice, even when Redis lost its data
+    in between: the incident is rebuilt from the run journal beside the backups."""
+    wrong = small_db.server.url(small_db.name, password="wrong")
+    env = worker_env(
+        small_db,
+        tmp_path / "backups",
+        redis_url,
+        BACKUP_RETRIES="0",
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+    )
+    failing = services.start("worker", env={**env, "DATABASE_URL": wrong})
+    wait_for(lambda: "ready" in failing.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: len(http.requests) == 1, 60, "the alert")
+    assert failing.stop() == 0
+    redis.Redis.from_url(redis_url).flushdb()  # Redis restarted empty: the incident is gone
+
+    healed = services.start("worker", env=env)
+    wait_for(lambda: "ready" in healed.output(), 30, "the worker")
+    send_backup(redis_url, small_db.name, scheduled=False)
+    wait_for(lambda: len(http.requests) == 2, 60, "the recovery notice")
+    assert b"recovered" in http.requests[1].body.lower()
+    assert "rebuilt from the run journal" in healed.output()
