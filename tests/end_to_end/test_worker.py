@@ -344,3 +344,37 @@ def test_redis_killed_mid_backup_and_restarted_empty_loses_nothing_and_backups_r
     finally:
         worker.stop(timeout=30)
         server.stop()
+
+
+def test_thirty_databases_due_at_the_same_minute_are_all_backed_up_once(
+    pg_server, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    """Promise: the service never silently stops backing up, under load: thirty databases
+    whose runs all fall due together each get exactly one backup for their slot. (The
+    worker's memory under a fleet is measured by bench/fleet, not asserted here.)"""
+    from tests.conftest import create_database
+
+    databases = [create_database(pg_server, f"fleet{n}") for n in range(30)]
+    schedule = cron_line_minutes_ago(3)
+    config = tmp_path / "bakup.toml"
+    config.write_text(
+        "".join(
+            f'[[targets]]\nname = "db{n}"\nurl_env = "DB{n}_URL"\nschedule = "{schedule}"\n\n'
+            for n in range(30)
+        )
+    )
+    urls = {f"DB{n}_URL": database.url for n, database in enumerate(databases)}
+    env = worker_env(
+        databases[0], tmp_path / "backups", redis_url, BAKUP_CONFIG=str(config), **urls
+    )
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    try:
+        wait_for(lambda: worker.count("Backup verified successfully") >= 30, 180, "thirty backups")
+        wait_for(lambda: worker.count("bakup.catch_up") >= 20, 30, "more catch-up checks")
+        for n in range(30):
+            assert len(complete_backups(tmp_path / "backups" / f"db{n}")) == 1, n
+        assert worker.count("Catching up: no backup") == 30
+    finally:
+        worker.stop()
+        for database in databases:
+            pg_server.psql("postgres", f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
