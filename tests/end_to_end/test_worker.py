@@ -378,3 +378,31 @@ def test_thirty_databases_due_at_the_same_minute_are_all_backed_up_once(
         worker.stop()
         for database in databases:
             pg_server.psql("postgres", f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
+def test_two_workers_each_with_a_beat_give_exactly_one_backup_per_slot(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services
+) -> None:
+    """Promise: one backup per scheduled run, whatever is deployed by mistake: two workers,
+    each started with --beat, over several slots."""
+    backup_dir = tmp_path / "backups"
+    env = worker_env(small_db, backup_dir, redis_url, BACKUP_SCHEDULE="every 3s")
+    workers = [
+        services.start(
+            "worker",
+            "--beat",
+            "--concurrency",
+            "2",
+            env={**env, "BEAT_SCHEDULE_FILE": str(tmp_path / f"beat-{n}")},
+        )
+        for n in range(2)
+    ]
+    wait_for(lambda: len(complete_backups(backup_dir)) >= 5, 90, "five slots")
+    for worker in workers:
+        worker.stop()
+    slots = [
+        int(datetime.fromisoformat(backup["created_at"]).timestamp()) // 3
+        for backup in complete_backups(backup_dir)
+    ]
+    assert len(slots) == len(set(slots)), "two backups in one schedule slot"
+    assert sum(worker.count("Skipped backup of") for worker in workers) >= 3
