@@ -3,6 +3,7 @@ tasks, counted in the metrics, one alert per incident, one summary per week."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -191,3 +192,56 @@ def test_a_recovery_notice_follows_an_incident_that_redis_forgot(
     wait_for(lambda: len(http.requests) == 2, 60, "the recovery notice")
     assert b"recovered" in http.requests[1].body.lower()
     assert "rebuilt from the run journal" in healed.output()
+
+
+@pytest.mark.parametrize("fault", ["object store down", "disk full"])
+def test_a_storage_fault_under_the_worker_is_retried_then_alerted_once_leaving_nothing(
+    small_db: Database,
+    tmp_path: Path,
+    redis_url: str,
+    services: Services,
+    http: HttpReceiver,
+    fault: str,
+) -> None:
+    """Promise: every failure is seen, and nothing partial is kept: the store unreachable for
+    the whole run, or the disk full, is retried, then reported once."""
+    from tests.integration.faults import is_root, small_filesystem
+    from tests.support import s3_server
+
+    extra: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if fault == "object store down":
+            server = s3_server.start()
+            server.create_bucket("backups")
+            extra = {"STORAGE_URL": "s3://backups/prod", **server.env()}
+            server.stop()  # down for the whole run
+        else:
+            if not is_root():
+                pytest.skip("mounts a file system")
+            small_db.psql(
+                "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
+                "FROM generate_series(1, 60000) g"
+            )
+            folder = stack.enter_context(small_filesystem(tmp_path / "full", "1m"))
+            extra = {"BACKUP_DIR": str(folder), "COMPRESSION": "none"}
+        env = worker_env(
+            small_db,
+            tmp_path / "unused",
+            redis_url,
+            BACKUP_RETRIES="1",
+            SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+            **extra,
+        )
+        worker = services.start("worker", "--concurrency", "2", env=env)
+        wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+        send_backup(redis_url, small_db.name, scheduled=False)
+        wait_for(lambda: worker.count("ERROR: Failed to create backup") == 1, 60, "the outcome")
+        wait_for(lambda: len(http.requests) == 1, 30, "one alert")
+        assert worker.count("WARNING: Backup attempt failed, it will be retried") == 1
+        time.sleep(2)
+        assert len(http.requests) == 1
+        if fault == "disk full":
+            assert "no space left" in worker.output()
+            left = [p.name for p in (tmp_path / "full").iterdir()]
+            assert not [name for name in left if "postgres_backup_" in name], left
+        worker.stop()
