@@ -406,3 +406,51 @@ def test_two_workers_each_with_a_beat_give_exactly_one_backup_per_slot(
     ]
     assert len(slots) == len(set(slots)), "two backups in one schedule slot"
     assert sum(worker.count("Skipped backup of") for worker in workers) >= 3
+
+
+def test_postgres_down_through_all_retries_then_back_alerts_once_and_recovers_once(
+    small_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: alerts on outcomes: a slot that used up its retries alerts once on each
+    channel; the next slot's success sends one recovery notice."""
+    backup_dir = tmp_path / "backups"
+    env = worker_env(
+        small_db,
+        backup_dir,
+        redis_url,
+        BACKUP_SCHEDULE="every 10s",
+        BACKUP_RETRIES="1",
+        PG_BIN_DIR=str(flaky_pg_bin(tmp_path / "bin", failures=2)),
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+    )
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    wait_for(lambda: worker.count("Backup verified successfully") == 1, 90, "the recovery")
+    wait_for(lambda: len(http.requests) == 2, 30, "the alert and the recovery notice")
+    assert worker.count("ERROR: Failed to create backup") == 1
+    assert worker.count("WARNING: Backup attempt failed, it will be retried") == 1
+    bodies = [request.body.lower() for request in http.requests]
+    assert b"failed" in bodies[0] and b"recovered" in bodies[1]
+    assert len(complete_backups(backup_dir)) == 1
+
+
+def test_redis_killed_while_idle_and_restarted_empty_lets_backups_go_on(
+    small_db: Database, tmp_path: Path, services: Services
+) -> None:
+    """Promise: the service never silently stops backing up: a Redis restart between runs
+    (its data lost) is survived without anyone's help."""
+    server = redis_server.start()
+    backup_dir = tmp_path / "backups"
+    env = worker_env(small_db, backup_dir, server.url(0), BACKUP_SCHEDULE="every 5s")
+    worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
+    try:
+        wait_for(lambda: len(complete_backups(backup_dir)) >= 1, 60, "a first backup")
+        wait_for(lambda: "Backup verified successfully" in worker.output(), 30, "its check")
+        server.process.kill()
+        server.process.wait()
+        time.sleep(2)
+        server = redis_server.start(server.port)
+        before = len(complete_backups(backup_dir))
+        wait_for(lambda: len(complete_backups(backup_dir)) >= before + 2, 90, "more backups")
+    finally:
+        worker.stop(timeout=30)
+        server.stop()
