@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bakup.catalog import list_backups
+from bakup.catalog import Backup, list_backups
 from bakup.errors import BakupError
 from bakup.journal import read_runs
 from bakup.logs import megabytes
@@ -43,6 +43,9 @@ class DatabaseWeek:
     kept: int
     chart: bytes
     error: str = ""
+    verified_level: str = ""  # the level the newest verification reached
+    # Set when restore tests were asked for but the newest verification could do less.
+    verification_warning: str = ""
 
 
 def summarize(settings: Settings, now: datetime | None = None) -> list[DatabaseWeek]:
@@ -100,7 +103,22 @@ def _database_week(target: Target, now: datetime) -> DatabaseWeek:
         kept=len(backups),
         chart=bar_chart_png(weekly_sizes, labels),
         error=problem,
+        verified_level=_level(newest),
+        verification_warning=_degraded(newest),
     )
+
+
+def _level(backup: Backup | None) -> str:
+    return str((backup.verification or {}).get("level", "")) if backup is not None else ""
+
+
+def _degraded(backup: Backup | None) -> str:
+    """A warning when the newest verification was asked to test-restore and could not."""
+    verification = (backup.verification if backup is not None else None) or {}
+    if verification.get("requested") != "restore" or verification.get("level") == "restore":
+        return ""
+    notes = "; ".join(verification.get("notes") or [])
+    return f"not restore-tested: verified {verification.get('level')} only ({notes})"
 
 
 def render_summary(

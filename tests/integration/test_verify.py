@@ -153,5 +153,7 @@ def test_a_restore_test_that_is_not_possible_is_shown_and_alerted_once_not_passe
     assert len(degraded) == 1  # one notice per incident, not one per verification
     listing = run_bakup("list", env=env)
     assert "yes (integrity)" in listing.stdout
+    summary = run_bakup("summary", env=env)
+    assert "WARNING:" in summary.stdout and "not restore-tested" in summary.stdout
     assert "limited-pw" not in b"".join(r.body for r in http.requests).decode()
     pg_server.psql("postgres", f"DROP DATABASE {name} WITH (FORCE)")
