@@ -245,3 +245,44 @@ def test_a_storage_fault_under_the_worker_is_retried_then_alerted_once_leaving_n
             left = [p.name for p in (tmp_path / "full").iterdir()]
             assert not [name for name in left if "postgres_backup_" in name], left
         worker.stop()
+
+
+def test_the_object_store_dying_mid_upload_under_the_worker_fails_once_and_alerts_once(
+    big_db: Database, tmp_path: Path, redis_url: str, services: Services, http: HttpReceiver
+) -> None:
+    """Promise: every failure is seen, nothing partial is kept: the store going away while a
+    scheduled backup uploads ends in one failure and one alert."""
+    from tests.integration.faults import pausing_pg_bin
+    from tests.support import s3_server
+
+    server = s3_server.start()
+    server.create_bucket("backups")
+    client = server.client()
+    slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=12_000_000, pause_seconds=5)
+    env = worker_env(
+        big_db,
+        tmp_path / "unused",
+        redis_url,
+        STORAGE_URL="s3://backups/prod",
+        COMPRESSION="none",
+        PG_BIN_DIR=str(slow),
+        BACKUP_RETRIES="0",
+        SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
+        **server.env(),
+    )
+    worker = services.start("worker", "--concurrency", "2", env=env)
+    try:
+        wait_for(lambda: "ready" in worker.output(), 30, "the worker")
+        send_backup(redis_url, big_db.name, scheduled=False)
+        wait_for(
+            lambda: bool(client.list_multipart_uploads(Bucket="backups").get("Uploads")),
+            60,
+            "the upload to be under way",
+        )
+    finally:
+        server.stop()
+    wait_for(lambda: worker.count("ERROR: Failed to create backup") == 1, 120, "the failure")
+    wait_for(lambda: len(http.requests) == 1, 30, "one alert")
+    assert "the store could not be reached" in worker.output()
+    time.sleep(2)
+    assert len(http.requests) == 1
