@@ -418,13 +418,16 @@ def test_postgres_down_through_all_retries_then_back_alerts_once_and_recovers_on
         small_db,
         backup_dir,
         redis_url,
-        BACKUP_SCHEDULE="every 10s",
+        BACKUP_SCHEDULE=cron_line_minutes_ago(3),  # one missed slot: catch-up takes it
         BACKUP_RETRIES="1",
         PG_BIN_DIR=str(flaky_pg_bin(tmp_path / "bin", failures=2)),
         SLACK_WEBHOOK_URL=f"{http.url}/services/T1/B1/token",
     )
     worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
-    wait_for(lambda: worker.count("Backup verified successfully") == 1, 90, "the recovery")
+    wait_for(lambda: worker.count("ERROR: Failed to create backup") == 1, 60, "the outcome")
+    wait_for(lambda: len(http.requests) == 1, 30, "the alert")
+    send_backup(redis_url, small_db.name, scheduled=False)  # the server is back
+    wait_for(lambda: worker.count("Backup verified successfully") == 1, 60, "the recovery")
     wait_for(lambda: len(http.requests) == 2, 30, "the alert and the recovery notice")
     assert worker.count("ERROR: Failed to create backup") == 1
     assert worker.count("WARNING: Backup attempt failed, it will be retried") == 1
