@@ -373,7 +373,9 @@ def test_thirty_databases_due_at_the_same_minute_are_all_backed_up_once(
         wait_for(lambda: worker.count("bakup.catch_up") >= 20, 30, "more catch-up checks")
         for n in range(30):
             assert len(complete_backups(tmp_path / "backups" / f"db{n}")) == 1, n
-        assert worker.count("Catching up: no backup") == 30
+        # Catch-up may queue a database again while its first message waits behind the
+        # others; the run record makes the extra message a skip, never a second backup.
+        assert worker.count("Catching up: no backup") >= 30
     finally:
         worker.stop()
         for database in databases:
