@@ -16,11 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bakup.schedule import Schedule, parse_schedule  # noqa: E402
 from tests.support import postgres_server, redis_server  # noqa: E402
 from tests.support.sample_data import load_sample_data  # noqa: E402
 
@@ -115,15 +117,30 @@ def run_scheduled(env: dict[str, str]) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    schedule = parse_schedule(worker_env["BACKUP_SCHEDULE"])
+    print(
+        f"The worker is starting (its log: {log_path}). Scheduled backups run every 30 s, at "
+        f"the minute and the half minute (UTC); the first is due at "
+        f"{_next_run(schedule)}. Waiting for it...",
+        flush=True,
+    )
     shown = 0
     try:
         deadline = time.monotonic() + 150
+        last_output = time.monotonic()
         while time.monotonic() < deadline:
             lines = log_path.read_text(errors="replace").splitlines()
             for line in lines[shown:]:
                 if any(word in line for word in _INTERESTING):
-                    print(line)
+                    print(line, flush=True)
+                    last_output = time.monotonic()
             shown = len(lines)
+            if time.monotonic() - last_output >= WAITING_NOTE_SECONDS:
+                # A silent terminal for half a minute looks like a hang: say what is awaited.
+                print(
+                    f"  ... waiting for the scheduled run due at {_next_run(schedule)}", flush=True
+                )
+                last_output = time.monotonic()
             text = "\n".join(lines)
             if (
                 text.count("Backup verified successfully") >= 2
@@ -148,6 +165,14 @@ def run_scheduled(env: dict[str, str]) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
         broker.stop()
+
+
+WAITING_NOTE_SECONDS = 10
+
+
+def _next_run(schedule: Schedule) -> str:
+    """The schedule's next fire time as HH:MM:SS UTC."""
+    return f"{schedule.next_fire(datetime.now(UTC)):%H:%M:%S} UTC"
 
 
 _INTERESTING = (
