@@ -1,8 +1,9 @@
 """``bakup check``: is this machine ready to take backups? One line per check, ok or what to fix.
 
-Checks the configuration, that pg_dump is present and not older than the server's major
-version, that the database is reachable with these credentials and that they may read every
-table and sequence pg_dump reads, and that the backup directory is writable.
+Checks the configuration, that each database is reachable with these credentials and that they
+may read every table and sequence pg_dump reads, which pg_dump serves each database (one not
+older than its server's major version, see bakup.clients), and that the backup directory is
+writable.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
+from bakup.clients import remember_server_major, select_client
 from bakup.dburl import ConnectionParams
 from bakup.errors import BakupError, ConfigError
 from bakup.pgtools import connect, explain_failure, find_program, program_version
@@ -43,29 +46,16 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
         f"{target.name} ({target.require_database().display()})" for target in settings.targets
     )
     results = [CheckResult("config", True, f"backing up {described}")]
-    server_major = 0
+    majors: list[tuple[ConnectionParams, str, int | None]] = []
     for target in settings.targets:
-        result, major = _check_database(target.require_database(), target.name)
+        database = target.require_database()
+        result, major = _check_database(database, target.name)
         results.append(result)
-        server_major = max(server_major, major or 0)
-
-    try:
-        pg_dump = find_program("pg_dump", settings.pg_bin_dir)
-        dump_major, text = program_version(pg_dump)
-        version = re.sub(r"^pg_dump\s+\((PostgreSQL)\)", r"\1", text)
-        if dump_major < server_major:
-            results.append(
-                CheckResult(
-                    "pg_dump",
-                    False,
-                    f"{pg_dump} is version {dump_major} but a server is {server_major}: install "
-                    f"postgresql-client-{server_major} or newer, or set PG_BIN_DIR",
-                )
-            )
-        else:
-            results.append(CheckResult("pg_dump", True, f"{pg_dump} ({version})"))
-    except BakupError as error:
-        results.append(CheckResult("pg_dump", False, error.message))
+        if major is not None:
+            remember_server_major(database, major)
+        majors.append((database, target.name, major))
+    for database, name, major in majors:
+        results.append(_check_client(database, name, major, settings.pg_bin_dir, env))
 
     for target in settings.targets:
         storage = open_storage(target.location)
@@ -127,3 +117,38 @@ def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult,
     return CheckResult(
         label, True, f"connected to {database.display()} (PostgreSQL {major})"
     ), major
+
+
+def _check_client(
+    database: ConnectionParams,
+    name: str,
+    major: int | None,
+    pg_bin_dir: Path | None,
+    env: Mapping[str, str] | None,
+) -> CheckResult:
+    """Say which pg_dump serves ``database``, whose server is of major ``major`` (None: it
+    could not be reached), or what to install when none can; PG_BIN_DIR (``pg_bin_dir``) is
+    used as-is, and fails the check when it is older than the server."""
+    label = "pg_dump" if name == database.dbname else f"pg_dump for {name}"
+    unknown = " (the server's version is unknown until it answers)"
+    try:
+        if pg_bin_dir is not None:
+            pg_dump = find_program("pg_dump", pg_bin_dir)
+            dump_major, text = program_version(pg_dump)
+            version = re.sub(r"^pg_dump\s+\((PostgreSQL)\)", r"\1", text)
+            if major is not None and dump_major < major:
+                return CheckResult(
+                    label,
+                    False,
+                    f"PG_BIN_DIR's {pg_dump} is version {dump_major} but {database.display()} "
+                    f"runs PostgreSQL {major}: point PG_BIN_DIR at a client {major} or newer "
+                    f"(install postgresql-client-{major}), or unset it to let bakup choose",
+                )
+            served = f" serves PostgreSQL {major}" if major is not None else unknown
+            return CheckResult(label, True, f"{pg_dump} ({version}, PG_BIN_DIR){served}")
+        client = select_client(major, database.display(), env=env)
+        client.program("pg_dump")
+    except BakupError as error:
+        return CheckResult(label, False, error.message)
+    served = f" serves PostgreSQL {major}" if major is not None else unknown
+    return CheckResult(label, True, f"{client.describe()}{served}")

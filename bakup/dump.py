@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
+from bakup.clients import dump_program
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import EncryptingWriter
@@ -30,7 +31,6 @@ from bakup.pgtools import (
     child_connection,
     diagnose_output,
     die_with_parent,
-    find_program,
     lock_wait_timeout,
 )
 from bakup.storage.base import Storage, StoredWriter
@@ -110,12 +110,14 @@ def dump_to_storage(
     """Dump ``database`` into ``storage`` as ``name``, compressed (and, given age
     ``recipients``, encrypted after compression), in one streaming pass.
 
-    Returns the result with the storage writer still open (it holds the claim on the file until
-    the caller has written the manifest and closes it). Raises DumpError when pg_dump cannot
-    run, fails or is killed, or its output is not a complete archive; StorageError when the
-    data cannot be written. On any failure nothing is left under ``name``.
+    pg_dump is PG_BIN_DIR's (``pg_bin_dir``) when set, else the installed client that serves
+    the server (bakup.clients). Returns the result with the storage writer still open (it holds
+    the claim on the file until the caller has written the manifest and closes it). Raises
+    DumpError when no installed pg_dump is new enough for the server, pg_dump cannot run, fails
+    or is killed, or its output is not a complete archive; StorageError when the data cannot be
+    written. On any failure nothing is left under ``name``.
     """
-    pg_dump = find_program("pg_dump", pg_bin_dir)
+    pg_dump = dump_program(database, pg_bin_dir)
     started = time.monotonic()
     writer = storage.open_writer(name)
     process: subprocess.Popen[bytes] | None = None

@@ -95,7 +95,9 @@ _HINTS: tuple[tuple[re.Pattern[str], str | None, str, bool, str], ...] = tuple(
             r"server version mismatch",
             "dump",
             False,
-            "install a pg_dump at least as new as the server's major version, or set PG_BIN_DIR",
+            "install the PostgreSQL client of the server's major version "
+            "(postgresql-client-<major>) so bakup can choose it, or point PG_BIN_DIR at one "
+            "at least as new as the server",
         ),
         (
             r"connection refused",
@@ -143,6 +145,10 @@ _HINTS: tuple[tuple[re.Pattern[str], str | None, str, bool, str], ...] = tuple(
         ),
     )
 )
+
+# pg_dump's refusal of a newer server names both versions on a line of its own (a "detail:"
+# line from 15 on, an "error:" line before): "server version: 16.4; pg_dump version: 15.8".
+_VERSION_MISMATCH = re.compile(r"server version: (\d+)[^;\n]*; (\w+) version: ([^\s;]+)")
 
 # pg_dump names the statement that failed on a "detail: Query was: ..." line.
 _LOCKED_TABLE = re.compile(r"Query was: LOCK TABLE (\S+(?:, \S+)*) IN ", re.IGNORECASE)
@@ -351,6 +357,16 @@ def diagnose(
     a refused connection, a killed process, a table dropped mid-dump) or permanent (a wrong
     password). Given the program, its stderr and exit status, the password and the variable
     the connection came from; returns the Failure. Raises nothing."""
+    mismatch = _VERSION_MISMATCH.search(stderr)
+    if mismatch and "server version mismatch" in stderr:
+        server, client, version = mismatch.groups()
+        return Failure(
+            "dump",
+            f"{client} {version} cannot dump a PostgreSQL {server} server (server version "
+            f"mismatch): install postgresql-client-{server} (apt) or point PG_BIN_DIR at a "
+            f"client {server} or newer",
+            False,
+        )
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line or "FATAL" in line] or lines
     if returncode < 0:

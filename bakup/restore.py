@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from bakup.catalog import Backup, manifest_name
+from bakup.clients import restore_program
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
@@ -29,7 +30,6 @@ from bakup.pgtools import (
     diagnose_output,
     die_with_parent,
     explain_failure,
-    find_program,
 )
 from bakup.storage.base import Storage
 
@@ -147,7 +147,7 @@ def restore_backup(
     objects first). Raises ChecksumMismatch for a corrupted file, RestoreError when the target
     is refused or pg_restore fails, StorageError when the file cannot be read.
     """
-    pg_restore = find_program("pg_restore", pg_bin_dir)
+    pg_restore = restore_program(target, pg_bin_dir, backup.pg_dump_version)
     if backup.described:  # an adopted backup has no checksum to compare until verified
         check_checksum(storage, backup)
     existing = count_user_relations(target)

@@ -34,11 +34,15 @@ ADVICE: tuple[tuple[str, str], ...] = (
     ),
     (
         "command not found",
-        "Install the PostgreSQL client tools (postgresql-client) or set PG_BIN_DIR.",
+        "Install the PostgreSQL client of the server's major (postgresql-client-<major>); "
+        "bakup picks it by itself. Or set PG_BIN_DIR.",
     ),
     (
-        "version mismatch",
-        "Install a pg_dump at least as new as the server and point PG_BIN_DIR at it.",
+        r"version mismatch|no installed PostgreSQL client is new enough",
+        "Install the PostgreSQL client of the server's major (postgresql-client-<major>, from "
+        "apt.postgresql.org for the newest): bakup picks the oldest installed client that is "
+        "not older than the server. If PG_BIN_DIR is set, it wins: point it at that client or "
+        "unset it. `bakup check` says which client serves each database.",
     ),
     (
         r"\binvalid port\b|\bport \d+, outside\b|\bis malformed\b|\bunencoded characters\b",
