@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -423,11 +422,12 @@ def _worker(args: argparse.Namespace) -> int:
     settings = _service_settings()
     metrics_dir = None
     if settings.metrics_port:
-        from metrics.exposition import prepare_multiprocess_dir
+        from metrics.exposition import create_multiprocess_dir
 
         # Before prometheus-client is first imported: it reads the directory at import time.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="bakup-metrics-"))
-        prepare_multiprocess_dir(metrics_dir)
+        metrics_dir = create_multiprocess_dir()
+    if args.beat:
+        _prepare_beat_schedule_file(settings)
     # Imported here: the engine never depends on Celery; only these two commands do.
     from celery.signals import worker_init, worker_shutting_down
 
@@ -470,8 +470,25 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_FAILED if exitcode else EXIT_OK
 
 
+def _prepare_beat_schedule_file(settings: Settings) -> None:
+    """Create the folder of beat's schedule file (0700, as BACKUP_DIR is). Raises ConfigError
+    when it cannot be created."""
+    folder = settings.beat_schedule_file.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            [
+                f"BEAT_SCHEDULE_FILE: cannot create the folder {folder} "
+                f"({error.strerror or error}): set BEAT_SCHEDULE_FILE to a file in a folder "
+                "this user may write to"
+            ]
+        ) from None
+
+
 def _beat(args: argparse.Namespace) -> int:
     settings = _service_settings()
+    _prepare_beat_schedule_file(settings)
     from worker.app import app
 
     app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={settings.beat_schedule_file}"])

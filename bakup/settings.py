@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,7 +282,10 @@ class Settings:
             metrics_textfile=env.get("METRICS_TEXTFILE") or None,
             encryption_recipients=tuple(recipients_text.replace(",", " ").split()),
             encryption_identity_file=Path(identity_file) if identity_file else None,
-            beat_schedule_file=Path(env.get("BEAT_SCHEDULE_FILE") or "celerybeat-schedule"),
+            beat_schedule_file=Path(
+                env.get("BEAT_SCHEDULE_FILE")
+                or default_beat_schedule_file(backup_dir, storage_urls, env)
+            ),
         )
 
     @classmethod
@@ -339,6 +343,26 @@ class Settings:
                 ["DATABASE_URL is not set: set it to postgresql://user:password@host:5432/dbname"]
             )
         return self.database
+
+
+def default_beat_schedule_file(
+    backup_dir: Path, storage_urls: list[str], env: Mapping[str, str]
+) -> Path:
+    """Where beat keeps its state when BEAT_SCHEDULE_FILE is unset, never the current folder:
+    a dot-file beside the backups when they are kept in a folder (BACKUP_DIR, or STORAGE_URL's
+    first folder), else ``bakup/celerybeat-schedule`` in the XDG state directory
+    (``$XDG_STATE_HOME``, by default ``~/.local/state``). Given BACKUP_DIR, STORAGE_URL's
+    destinations and the environment; raises nothing."""
+    folders = [url for url in storage_urls if not url.startswith(OBJECT_SCHEMES)]
+    if not storage_urls or folders:
+        return (Path(folders[0]) if folders else backup_dir) / ".celerybeat-schedule"
+    state = env.get("XDG_STATE_HOME", "")
+    if not state:
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no home directory to be found
+            state = tempfile.gettempdir()
+    return Path(state) / "bakup" / "celerybeat-schedule"
 
 
 def _read_destinations(text: str, problems: list[str]) -> list[str]:

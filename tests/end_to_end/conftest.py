@@ -74,13 +74,13 @@ class Services:
     tmp_path: Path
     started: list[Service] = field(default_factory=list)
 
-    def start(self, *args: str, env: dict[str, str]) -> Service:
+    def start(self, *args: str, env: dict[str, str], cwd: Path = REPO) -> Service:
         log = self.tmp_path / f"service-{len(self.started)}-{args[0]}.log"
         handle = log.open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "bakup.cli", *args],
             env=env,
-            cwd=REPO,
+            cwd=cwd,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

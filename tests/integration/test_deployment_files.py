@@ -29,6 +29,9 @@ CLOUD = {
     "GOOGLE_BASE_URL",
     "GOOGLE_BEARER_TOKEN",
 }
+# The platform's standard state directory (the schedule file's default with object storage
+# only); the deployments set BEAT_SCHEDULE_FILE instead.
+CLOUD |= {"XDG_STATE_HOME"}
 
 
 def variables_the_code_reads() -> set[str]:
