@@ -19,6 +19,7 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
+from bakup.globals import capture_globals
 from bakup.journal import record_run
 from bakup.logs import RULE, megabytes
 from bakup.redaction import redact
@@ -194,6 +195,15 @@ def _take_backup(
             )
             failpoints.reach("published")
             try:
+                # After the dump: a failed dump needs no globals, and their failure never
+                # fails the backup (capture_globals warns and records none).
+                server_globals = capture_globals(
+                    database,
+                    pg_bin_dir=settings.pg_bin_dir,
+                    recipients=recipients,
+                    label=target.name,
+                    name=name,
+                )
                 backup = Backup(
                     name=name,
                     database=database.dbname,
@@ -216,6 +226,7 @@ def _take_backup(
                     table_row_counts=result.archive.row_counts,
                     bakup_version=__version__,
                     encrypted=bool(recipients),
+                    globals=server_globals,
                 )
                 lifecycle.complete(storage, backup)
             except BaseException:

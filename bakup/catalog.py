@@ -11,6 +11,9 @@ manifest is shown as adopted, never hidden and never deleted because of it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import logging
 import re
@@ -78,6 +81,8 @@ class Backup:
     bakup_version: str = ""
     status: str = COMPLETE
     note: str | None = None  # why a backup is adopted or unrecorded, for listings
+    # The server's roles and other globals (bakup.globals): None when the backup has none.
+    globals: dict[str, Any] | None = None
 
     @property
     def usable(self) -> bool:
@@ -126,6 +131,8 @@ class Backup:
             raise ManifestError("table_row_counts holds a value that is not a whole number")
         if values.get("status", COMPLETE) not in STATUSES:
             raise ManifestError(f"unknown status {values.get('status')!r}")
+        if values.get("globals") is not None:
+            _check_globals(values["globals"])
         for key in ("created_at", "finished_at", "verified_at"):
             if values.get(key) is not None:
                 moment = datetime.fromisoformat(values[key])
@@ -140,6 +147,8 @@ class Backup:
         data.pop("format")
         data.pop("table_row_counts")
         data["tables"] = len(self.table_row_counts)
+        if self.globals is not None:  # what they are, not the data itself
+            data["globals"] = {k: v for k, v in self.globals.items() if k != "data"}
         return data
 
     def with_verification(self, ok: bool, at: datetime, details: dict[str, Any]) -> Backup:
@@ -176,7 +185,42 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "bakup_version": (str,),
     "status": (str,),
     "note": (str, type(None)),
+    "globals": (dict, type(None)),
 }
+
+
+# The fields of a manifest's ``globals`` object and their JSON types.
+_GLOBALS_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "compression": (str,),
+    "encrypted": (bool,),
+    "role_passwords": (bool,),
+    "size_bytes": (int,),
+    "raw_size_bytes": (int,),
+    "sha256": (str,),
+    "data": (str,),
+}
+
+
+def _check_globals(record: dict[str, Any]) -> None:
+    """Check a manifest's ``globals`` object: every field there and well typed, the data
+    base64 of the recorded size and sha256, and no role password unless encrypted. Raises
+    ManifestError."""
+    for key, types in _GLOBALS_TYPES.items():
+        if key not in record:
+            raise ManifestError(f"globals: missing {key}")
+        if not _is_instance(record[key], types):
+            raise ManifestError(f"globals: {key} is {record[key]!r:.40}, not a {types[0].__name__}")
+    if record["role_passwords"] and not record["encrypted"]:
+        raise ManifestError("globals: role passwords recorded without encryption")
+    try:
+        payload = base64.b64decode(record["data"], validate=True)
+    except binascii.Error:
+        raise ManifestError("globals: data is not base64") from None
+    if len(payload) != record["size_bytes"]:
+        raise ManifestError(f"globals: data is {len(payload)} bytes, not {record['size_bytes']}")
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise ManifestError("globals: data does not match its sha256")
 
 
 def _is_instance(value: Any, types: tuple[type, ...]) -> bool:

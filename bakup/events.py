@@ -20,6 +20,8 @@ BACKUP_STARTED = "backup.started"
 BACKUP_SUCCEEDED = "backup.succeeded"
 BACKUP_FAILED = "backup.failed"  # the outcome: nobody retries it
 BACKUP_ATTEMPT_FAILED = "backup.attempt_failed"  # a retry follows
+# A backup that stands without its roles and globals (pg_dumpall missing or refused): a warning.
+BACKUP_GLOBALS_MISSING = "backup.globals_missing"
 PRUNE_FINISHED = "prune.finished"
 PRUNE_FAILED = "prune.failed"
 VERIFY_SUCCEEDED = "verify.succeeded"
