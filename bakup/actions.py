@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bakup import __version__, events, failpoints, lifecycle, runlock
-from bakup.catalog import Backup, find_backup, list_backups, read_contents
+from bakup.catalog import Backup, find_backup, list_backups, newest_recorded, read_contents
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dump import dump_to_storage
@@ -22,8 +22,9 @@ from bakup.errors import BakupError
 from bakup.globals import capture_globals
 from bakup.journal import record_run
 from bakup.logs import RULE, megabytes
+from bakup.progress import Progress
 from bakup.redaction import redact
-from bakup.restore import check_checksum, choose_backup, restore_backup
+from bakup.restore import RestoreOptions, check_checksum, choose_backup, restore_backup
 from bakup.retention import PrunePlan, plan_prune
 from bakup.settings import Settings
 from bakup.storage import Storage, open_storage
@@ -183,7 +184,10 @@ def _take_backup(
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
     try:
-        with lifecycle.held(storage, claim):
+        with (
+            lifecycle.held(storage, claim),
+            Progress(f"Backing up {target.name}", total=_previous_size(storage)) as progress,
+        ):
             result = dump_to_storage(
                 database,
                 storage,
@@ -192,7 +196,9 @@ def _take_backup(
                 level=target.compression_level,
                 pg_bin_dir=settings.pg_bin_dir,
                 recipients=recipients,
+                progress=progress,
             )
+            progress.close()  # the live line is gone before the next log line
             failpoints.reach("published")
             try:
                 # After the dump: a failed dump needs no globals, and their failure never
@@ -224,6 +230,7 @@ def _take_backup(
                     archive_version=result.archive.archive_version,
                     source=database.display(),
                     table_row_counts=result.archive.row_counts,
+                    contents=result.archive.contents(),
                     bakup_version=__version__,
                     encrypted=bool(recipients),
                     globals=server_globals,
@@ -241,6 +248,17 @@ def _take_backup(
     log.info("Backup size: %s", megabytes(backup.raw_size_bytes))
     log.info("Backup compressed successfully: %s", megabytes(backup.size_bytes))
     return backup
+
+
+def _previous_size(storage: Storage) -> int | None:
+    """The archive size of the newest backup in ``storage``: the progress line's expected
+    total (its ETA). None when there is none or the storage cannot tell. Never raises: an
+    estimate must not fail a backup."""
+    try:
+        previous = newest_recorded(storage)
+    except Exception:
+        return None
+    return previous.raw_size_bytes if previous is not None and previous.raw_size_bytes else None
 
 
 def run_prune(
@@ -338,11 +356,10 @@ def run_restore(
     target: Target,
     name: str,
     destination: ConnectionParams,
-    *,
-    clean: bool = False,
-    no_owner: bool = False,
+    options: RestoreOptions | None = None,
 ) -> Backup:
-    """Restore ``target``'s backup ``name`` (or ``latest``) into the database ``destination``.
+    """Restore ``target``'s backup ``name`` (or ``latest``) into the database ``destination``,
+    as ``options`` say (whole, one stream, by default).
 
     Returns the restored backup. Raises BakupError when the backup is missing or corrupted,
     the destination refuses it, or pg_restore fails.
@@ -351,14 +368,13 @@ def run_restore(
     backup = choose_backup(list_backups(storage), name)
     log.info("Restoring %s into %s", backup.name, destination.display())
     try:
-        restore_backup(
+        report = restore_backup(
             storage,
             backup,
             destination,
-            clean=clean,
-            no_owner=no_owner,
             pg_bin_dir=settings.pg_bin_dir,
             identities=settings.identities() if backup.encrypted else None,
+            options=options,
         )
     except BakupError as error:
         log.error("ERROR: Failed to restore backup: %s", error.message)
@@ -366,8 +382,20 @@ def run_restore(
             events.Event(events.RESTORE_FAILED, target.name, stage=error.stage, error=error.message)
         )
         raise
-    log.info("Restore completed successfully")
-    events.emit(events.Event(events.RESTORE_SUCCEEDED, target.name, details={"name": backup.name}))
+    log.info(
+        "Restore completed successfully in %.1f s (%s)",
+        report.seconds,
+        f"{report.jobs} parallel jobs, local copy of {megabytes(report.local_copy_bytes)}"
+        if report.jobs > 1
+        else "one stream, one transaction",
+    )
+    events.emit(
+        events.Event(
+            events.RESTORE_SUCCEEDED,
+            target.name,
+            details={"name": backup.name, "seconds": round(report.seconds, 3), "jobs": report.jobs},
+        )
+    )
     return backup
 
 

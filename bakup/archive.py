@@ -23,6 +23,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
@@ -45,6 +46,31 @@ class _NeedMore(Exception):
     """Raised inside the parser when the buffer ends before the item being read."""
 
 
+# The flag before a TOC entry's data offset (pg_backup_archiver.h): pg_dump writing to a pipe
+# cannot seek back, so every entry with data says "not set"; a seekable copy says "set".
+OFFSET_NOT_SET = 1
+OFFSET_SET = 2
+OFFSET_NO_DATA = 3
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One entry of the archive's table of contents, as far as bakup needs it: what object it
+    is, who owns it, what it depends on, and where its data offset is written (a position in
+    the archive, for patching a seekable copy)."""
+
+    dump_id: int
+    desc: str
+    namespace: str
+    tag: str
+    owner: str
+    dependencies: tuple[int, ...]
+    offset_position: int
+    offset_flag: int
+    # Kept only for entries whose statement names a related object (SEQUENCE OWNED BY).
+    definition: str = ""
+
+
 @dataclass
 class ArchiveSummary:
     """What the archive says about itself, and the rows counted per table."""
@@ -56,6 +82,37 @@ class ArchiveSummary:
     # How pg_dump compressed the data blocks inside the archive: "none" or "gzip" (zlib).
     data_compression: str = "none"
     row_counts: dict[str, int] = field(default_factory=dict)
+    # The table of contents, in archive order.
+    entries: list[TocEntry] = field(default_factory=list)
+    # Where each data block (table data or large objects) starts in the archive, by dump id,
+    # and how many bytes it takes.
+    block_positions: dict[int, int] = field(default_factory=dict)
+    block_sizes: dict[int, int] = field(default_factory=dict)
+    large_objects: int = 0
+    offset_size: int = 8
+
+    def table_data_sizes(self) -> dict[str, int]:
+        """Return the archive bytes of each table's data block, by ``schema.table``."""
+        names = {
+            entry.dump_id: f"{entry.namespace}.{entry.tag}" if entry.namespace else entry.tag
+            for entry in self.entries
+            if entry.desc == "TABLE DATA"
+        }
+        return {
+            names[dump_id]: size for dump_id, size in self.block_sizes.items() if dump_id in names
+        }
+
+    def contents(self) -> dict[str, Any]:
+        """Return what a manifest records of the archive's contents: its schemas and
+        extensions, the number of large objects and each table's data bytes."""
+        schemas = {entry.tag for entry in self.entries if entry.desc == "SCHEMA"}
+        schemas |= {entry.namespace for entry in self.entries if entry.namespace}
+        return {
+            "schemas": sorted(schemas),
+            "extensions": sorted(e.tag for e in self.entries if e.desc == "EXTENSION"),
+            "large_objects": self.large_objects,
+            "table_bytes": self.table_data_sizes(),
+        }
 
 
 class _Cursor:
@@ -112,6 +169,19 @@ class RowCounter:
         self._inflater: zlib._Decompress | None = None
         self._inflated_tail = b""  # the last bytes of the block's text, to spot the marker
         self._inflated_size = 0
+        self._consumed = 0  # archive bytes before the buffer's start
+        self._block_start = 0  # where the current block started, in the archive
+        self._block_id = 0
+
+    @property
+    def toc_read(self) -> bool:
+        """Whether the header and table of contents have passed (``summary.entries`` whole)."""
+        return self._state != "head"
+
+    @property
+    def current_table(self) -> str | None:
+        """The table whose data is streaming past now (``schema.table``), if any."""
+        return self._block_table if self._state == "data" else None
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the archive."""
@@ -148,8 +218,11 @@ class RowCounter:
             # total work linear in the TOC's size.
             self._needed = max(2 * len(self._buffer), 64 * 1024)
             self._tables.clear()
+            self.summary.entries.clear()
             return
+        # Until the head is whole nothing was taken off the buffer: positions are absolute.
         del self._buffer[: cursor.pos]
+        self._consumed = cursor.pos
         self._state = "block"
 
     def _read_header(self, cursor: _Cursor) -> None:
@@ -161,6 +234,7 @@ class RowCounter:
         self.summary.archive_version = f"{major}.{minor}.{revision}"
         self._int_size = cursor.byte()
         self._offset_size = cursor.byte()
+        self.summary.offset_size = self._offset_size
         cursor.int_size = self._int_size
         if cursor.byte() != FORMAT_CUSTOM:
             raise ArchiveFormatError("the archive is not in pg_dump's custom format (-Fc)")
@@ -195,19 +269,36 @@ class RowCounter:
             tag = cursor.string() or ""
             desc = cursor.string() or ""
             cursor.integer()  # section
-            for _field in ("defn", "drop", "copy", "namespace"):
-                value = cursor.string()
-            namespace = value or ""
+            definition = cursor.string() or ""
+            cursor.string()  # drop statement
+            cursor.string()  # copy statement
+            namespace = cursor.string() or ""
             cursor.string()  # tablespace
             if version >= (1, 14):
                 cursor.string()  # table access method
             if version >= (1, 16):
                 cursor.integer()  # relkind
-            cursor.string()  # owner
+            owner = cursor.string() or ""
             cursor.string()  # "false": the retired WITH OIDS flag
-            while cursor.string() is not None:  # dependencies, ended by a null string
-                pass
-            cursor.take(1 + self._offset_size)  # data offset: a flag and the offset
+            dependencies = []
+            while (dependency := cursor.string()) is not None:  # ended by a null string
+                if dependency.isdigit():
+                    dependencies.append(int(dependency))
+            offset_position = cursor.pos
+            flag = cursor.take(1 + self._offset_size)[0]  # data offset: a flag and the offset
+            self.summary.entries.append(
+                TocEntry(
+                    dump_id=dump_id,
+                    desc=desc,
+                    namespace=namespace,
+                    tag=tag,
+                    owner=owner,
+                    dependencies=tuple(dependencies),
+                    offset_position=offset_position,
+                    offset_flag=flag,
+                    definition=definition if desc == "SEQUENCE OWNED BY" else "",
+                )
+            )
             if desc == "TABLE DATA":
                 self._tables[dump_id] = f"{namespace}.{tag}" if namespace else tag
 
@@ -225,6 +316,9 @@ class RowCounter:
                     break
                 kind = buffer[pos]
                 dump_id = int.from_bytes(buffer[pos + 2 : pos + 1 + header], "little")
+                self._block_start = self._consumed + pos
+                self._block_id = dump_id
+                self.summary.block_positions[dump_id] = self._block_start
                 pos += 1 + header
                 if kind == BLOCK_DATA:
                     self._block_table = self._tables.get(dump_id)
@@ -246,12 +340,18 @@ class RowCounter:
                 if self.summary.data_compression != "none":
                     self._end_inflating()
                 self._end_data_block(self._block_newlines)
+                self._end_block(pos)
             elif state == "blob-oid":
                 if end - pos < header:
                     break
                 oid = int.from_bytes(buffer[pos + 1 : pos + header], "little")
                 pos += header
-                self._state = "blob-data" if oid else "block"
+                if oid:
+                    self.summary.large_objects += 1
+                    self._state = "blob-data"
+                else:
+                    self._end_block(pos)
+                    self._state = "block"
             else:  # blob-data: chunks of one large object, ended by a zero length
                 if end - pos < header:
                     break
@@ -262,6 +362,11 @@ class RowCounter:
                 if length == 0:
                     self._state = "blob-oid"
         del buffer[:pos]
+        self._consumed += pos
+
+    def _end_block(self, pos: int) -> None:
+        """Record the size of the block that ends at ``pos`` in the buffer."""
+        self.summary.block_sizes[self._block_id] = self._consumed + pos - self._block_start
 
     def _inflate(self, payload: bytes) -> None:
         """Inflate the next compressed bytes of a data block and count the newlines in them."""

@@ -83,6 +83,9 @@ class Backup:
     note: str | None = None  # why a backup is adopted or unrecorded, for listings
     # The server's roles and other globals (bakup.globals): None when the backup has none.
     globals: dict[str, Any] | None = None
+    # What the archive holds beyond row counts (schemas, extensions, large objects, each
+    # table's data bytes), for ``bakup show``; None in manifests written before it existed.
+    contents: dict[str, Any] | None = None
 
     @property
     def usable(self) -> bool:
@@ -147,6 +150,7 @@ class Backup:
         data.pop("format")
         data.pop("table_row_counts")
         data["tables"] = len(self.table_row_counts)
+        data.pop("contents")
         if self.globals is not None:  # what they are, not the data itself
             data["globals"] = {k: v for k, v in self.globals.items() if k != "data"}
         return data
@@ -186,8 +190,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "status": (str,),
     "note": (str, type(None)),
     "globals": (dict, type(None)),
+    "contents": (dict, type(None)),
 }
-
 
 # The fields of a manifest's ``globals`` object and their JSON types.
 _GLOBALS_TYPES: dict[str, tuple[type, ...]] = {
@@ -385,6 +389,27 @@ def list_backups(storage: Storage, database: str = "", target: str = "") -> list
     """Return the backups in ``storage`` whose data is published, oldest first: complete,
     adopted and unrecorded ones. Raises StorageError."""
     return read_contents(storage, database, target).backups
+
+
+def newest_recorded(storage: Storage, *, tries: int = 3) -> Backup | None:
+    """Return the newest backup whose manifest records it published, reading at most
+    ``tries`` manifests, newest first (far cheaper than list_backups on an object store), or
+    None when none of them does. Unreadable manifests are skipped in silence: list_backups
+    reports them. Raises StorageError if the storage cannot be listed."""
+    names = set(storage.list_names())
+    published = sorted(
+        (name for name in names if NAME_PATTERN.match(name) and manifest_name(name) in names),
+        key=lambda name: (created_at_of(name), name),
+        reverse=True,
+    )
+    for name in published[:tries]:
+        try:
+            record = Backup.from_json(json.loads(storage.get_small(manifest_name(name))))
+        except (FileNotFoundError, ValueError, TypeError, UnicodeDecodeError):
+            continue
+        if record.name == name and record.usable and record.status in (COMPLETE, ADOPTED):
+            return record
+    return None
 
 
 def find_backup(storage: Storage, name: str, database: str = "", target: str = "") -> Backup:

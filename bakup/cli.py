@@ -19,13 +19,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bakup import __version__, events
+from bakup import __version__, events, show
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
 from bakup.dburl import DatabaseUrlError, parse_database_url
 from bakup.errors import BakupError, ConfigError, Terminated
 from bakup.logs import configure_logging, megabytes
+from bakup.restore import RestoreOptions, choose_backup
 from bakup.settings import Settings
 from bakup.storage import open_storage
 from bakup.targets import Target
@@ -47,7 +48,11 @@ NOTIFY_VARIABLES = (
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="bakup", description="Scheduled, verified, monitored PostgreSQL backups."
+        prog="bakup",
+        description="Scheduled, verified, monitored PostgreSQL backups.",
+        epilog="Configuration comes from environment variables: `bakup config` lists every "
+        "one, with its meaning and default, and shows the effective configuration and where "
+        "each value came from, secrets hidden.",
     )
     parser.add_argument("--version", action="version", version=f"bakup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,12 +89,53 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not restore ownership and privileges (target server lacks the roles)",
     )
+    restore.add_argument(
+        "--roles",
+        action="store_true",
+        help="create the roles the backup's objects need that the target server lacks, from "
+        "the backup's globals (existing roles are never changed)",
+    )
+    restore.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="parallel pg_restore jobs (default: one per core, at most 8); above 1 a local "
+        "copy is restored into a staging database swapped in at the end; 1 streams it in one "
+        "transaction",
+    )
+    restore.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="[SCHEMA.]TABLE",
+        help="restore only this table, with its indexes, constraints and sequences (repeatable)",
+    )
+    restore.add_argument(
+        "--schema",
+        action="append",
+        default=[],
+        help="restore only this schema's objects (repeatable)",
+    )
+
+    show = commands.add_parser("show", help="what a backup holds: schemas, tables, rows, sizes")
+    show.add_argument("name", nargs="?", default="latest", help="backup name (default: latest)")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _database_option(show, "which configured database's backup (needed when several)")
 
     prune = commands.add_parser("prune", help="delete backups the retention policy lets go")
     prune.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     _database_option(prune, "prune only this configured database (default: all)")
 
     commands.add_parser("check", help="check configuration, pg_dump, database and directory")
+
+    config = commands.add_parser(
+        "config",
+        help="list the environment variables and show the effective configuration (secrets hidden)",
+    )
+    config.add_argument("--json", action="store_true", help="print JSON for scripts")
+    config.add_argument(
+        "--all", action="store_true", help="also list the variables bakup sets for itself"
+    )
 
     summary = commands.add_parser("summary", help="the weekly summary: print, preview or send it")
     summary.add_argument(
@@ -134,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _list,
         "verify": _verify,
         "restore": _restore,
+        "show": _show,
         "prune": _prune,
         "check": _check,
+        "config": _config,
         "summary": _summary,
         "worker": _worker,
         "beat": _beat,
@@ -340,14 +388,38 @@ def _restore(args: argparse.Namespace) -> int:
         destination = parse_database_url(url, name=source)
     except DatabaseUrlError as error:
         raise ConfigError([str(error)]) from None
-    run_restore(
-        settings,
-        settings.target(args.database),
-        args.name,
-        destination,
+    options = RestoreOptions(
         clean=args.clean,
         no_owner=args.no_owner,
+        roles=args.roles,
+        jobs=args.jobs,
+        tables=tuple(args.table),
+        schemas=tuple(args.schema),
     )
+    run_restore(settings, settings.target(args.database), args.name, destination, options)
+    return EXIT_OK
+
+
+def _jobs(text: str) -> int:
+    """Parse --jobs: a whole number from 1 to 64."""
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number from 1 to 64, not {text!r}")
+    return int(text)
+
+
+def _show(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(require_database=False)
+    target = settings.target(args.database)
+    storage = open_storage(target.location)
+    backup = choose_backup(
+        list_backups(storage, target.database.dbname if target.database else "", target.name),
+        args.name,
+    )
+    if args.json:
+        json.dump(show.describe(backup), sys.stdout, indent=2)
+        print()
+    else:
+        print(show.render(backup))
     return EXIT_OK
 
 
@@ -365,6 +437,14 @@ def _check(args: argparse.Namespace) -> int:
     if any(result.name == "config" and not result.ok for result in results):
         return EXIT_USAGE
     return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
+def _config(args: argparse.Namespace) -> int:
+    from bakup.config_report import build_report
+
+    report = build_report(os.environ, include_internal=args.all)
+    sys.stdout.write(report.json() if args.json else report.text())
+    return EXIT_USAGE if report.problems else EXIT_OK
 
 
 def _summary(args: argparse.Namespace) -> int:

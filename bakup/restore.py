@@ -1,29 +1,48 @@
-"""Restoring a backup: check its checksum, make sure the target is empty, then stream the
-decompressed archive into pg_restore, which applies it in a single transaction.
+"""Restoring a backup, whole or in part, in one stream or with parallel jobs.
 
-The checksum is checked over the whole stored file before pg_restore starts, so a corrupted
-backup is reported as such and the target is never touched. A single transaction means a
-restore that fails half way leaves the target as it was. ``latest`` means the newest backup
-that did not fail verification.
+Before anything touches the target: the target must be empty (or ``--clean`` given), the
+backup's table of contents is read to choose what to restore (``--table``, ``--schema``) and
+to find the roles that own it; roles the target server lacks are created from the backup's
+globals with ``--roles``, or named in the error otherwise.
+
+Two ways to apply it, both leaving the target as it was when they fail:
+
+- ``--jobs 1``: the archive streams into one ``pg_restore --single-transaction``; the
+  checksum is checked over the stored file first, so a corrupted backup never reaches the
+  target, and a failure rolls everything back.
+- ``--jobs N``: the archive is written to a local seekable copy (bakup/local_copy.py, with
+  the data positions pg_dump could not write patched in), restored with ``pg_restore --jobs
+  N`` into a staging copy of the target that is swapped in at the end (bakup/staging.py).
+  A test restore's scratch database is restored into directly: it is dropped anyway.
+
+``latest`` means the newest backup that did not fail verification.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO
 
 import psycopg
 
+from bakup import partial
+from bakup.archive import ArchiveSummary, RowCounter
 from bakup.catalog import Backup, manifest_name
 from bakup.clients import restore_program
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
+from bakup.local_copy import local_copy
 from bakup.pgtools import (
     child_connection,
     connect,
@@ -31,11 +50,14 @@ from bakup.pgtools import (
     die_with_parent,
     explain_failure,
 )
+from bakup.staging import StagingRefused, staged
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
 
 READ_SIZE = 1 << 20
+# pg_restore --jobs beyond this gains little and holds that many connections to the target.
+MAX_DEFAULT_JOBS = 8
 
 _USER_OBJECTS = """
     SELECT count(*) FROM pg_catalog.pg_class c
@@ -130,6 +152,48 @@ def count_user_relations(target: ConnectionParams) -> int:
     return int(row[0]) if row else 0
 
 
+def default_jobs() -> int:
+    """The number of parallel pg_restore jobs when none is asked for: one per core, at most
+    MAX_DEFAULT_JOBS."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What to restore and how.
+
+    ``jobs`` None means "as many as the cores, or one stream when a parallel restore is not
+    possible here"; a number is a demand. ``staging`` False restores straight into the target
+    (a scratch database that is dropped anyway).
+    """
+
+    clean: bool = False
+    no_owner: bool = False
+    roles: bool = False
+    jobs: int | None = 1
+    tables: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
+    staging: bool = True
+
+    @property
+    def partial(self) -> bool:
+        """Whether only some tables or schemas are restored."""
+        return bool(self.tables or self.schemas)
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """How a restore went: the jobs used, seconds taken, archive bytes read, and the local
+    copy's size (0 when streamed) and data positions patched into it."""
+
+    jobs: int
+    seconds: float
+    archive_bytes: int
+    local_copy_bytes: int = 0
+    patched_positions: int = 0
+    roles_created: tuple[str, ...] = ()
+
+
 def restore_backup(
     storage: Storage,
     backup: Backup,
@@ -139,39 +203,255 @@ def restore_backup(
     no_owner: bool = False,
     pg_bin_dir: Path | None = None,
     identities: list[Any] | None = None,
-) -> None:
+    options: RestoreOptions | None = None,
+) -> RestoreReport:
     """Restore ``backup`` into the database ``target`` (decrypted with ``identities`` if it is
-    encrypted).
+    encrypted), as ``options`` say (``clean`` and ``no_owner`` are shorthands for theirs).
 
     Refuses a target that already holds tables unless ``clean`` (which drops the backup's
-    objects first). Raises ChecksumMismatch for a corrupted file, RestoreError when the target
-    is refused or pg_restore fails, StorageError when the file cannot be read.
+    objects first), and a backup whose owners are missing on the target unless ``roles`` or
+    ``no_owner``. Returns a RestoreReport. Raises ChecksumMismatch for a corrupted file,
+    RestoreError when the target is refused or pg_restore fails, StorageError when the file
+    cannot be read.
     """
+    options = options or RestoreOptions()
+    if clean or no_owner:
+        options = RestoreOptions(
+            clean=options.clean or clean,
+            no_owner=options.no_owner or no_owner,
+            roles=options.roles,
+            jobs=options.jobs,
+            tables=options.tables,
+            schemas=options.schemas,
+            staging=options.staging,
+        )
+    started = time.monotonic()
     pg_restore = restore_program(target, pg_bin_dir, backup.pg_dump_version)
-    if backup.described:  # an adopted backup has no checksum to compare until verified
-        check_checksum(storage, backup)
     existing = count_user_relations(target)
-    if existing and not clean:
+    if existing and not options.clean and not options.partial:
         raise RestoreError(
             f"the target {target.display()} is not empty ({existing} relations): restore into "
             "an empty database, or pass --clean to drop and replace the backup's objects",
             stage="restore",
         )
-    compression = get_compression(backup.compression)
+    jobs = options.jobs
+    if jobs is None:
+        jobs = default_jobs()
+    if jobs > 1 and options.staging:
+        try:
+            with staged(target, keep_replaced=bool(existing)) as staging:
+                return _restore_parallel(
+                    storage, backup, target, staging, pg_restore, jobs, options, identities, started
+                )
+        except StagingRefused as refusal:
+            if options.jobs is not None:
+                raise
+            log.info("Restoring in one stream (--jobs 1): %s", refusal.message)
+            jobs = 1
+    if jobs > 1:
+        return _restore_parallel(
+            storage, backup, target, target, pg_restore, jobs, options, identities, started
+        )
+    return _restore_streamed(storage, backup, target, pg_restore, options, identities, started)
+
+
+def _restore_streamed(
+    storage: Storage,
+    backup: Backup,
+    target: ConnectionParams,
+    pg_restore: str,
+    options: RestoreOptions,
+    identities: list[Any] | None,
+    started: float,
+) -> RestoreReport:
+    """Stream the archive into one pg_restore --single-transaction (see restore_backup)."""
+    if backup.described:  # an adopted backup has no checksum to compare until verified
+        check_checksum(storage, backup)
+    with _archive_stream(storage, backup, identities) as stream:
+        head, summary = read_head(stream)
+        selection, created = _prepare_target(target, summary, options, backup)
+        with _use_list(selection, summary) as list_file:
+            size = _run_pg_restore(
+                pg_restore,
+                target,
+                options,
+                extra=("--single-transaction",),
+                list_file=list_file,
+                feed=(head, stream),
+            )
+    return RestoreReport(1, time.monotonic() - started, size, roles_created=created)
+
+
+def _restore_parallel(
+    storage: Storage,
+    backup: Backup,
+    target: ConnectionParams,
+    into: ConnectionParams,
+    pg_restore: str,
+    jobs: int,
+    options: RestoreOptions,
+    identities: list[Any] | None,
+    started: float,
+) -> RestoreReport:
+    """Write a local copy, then restore it with pg_restore --jobs into ``into`` (the staging
+    database, or the target itself when it is a scratch database)."""
+    with local_copy(storage, backup, identities) as copy:
+        # Roles are checked against the real target; they are server-wide, so the staging
+        # copy on the same server sees the same.
+        selection, created = _prepare_target(target, copy.summary, options, backup)
+        with _use_list(selection, copy.summary) as list_file:
+            _run_pg_restore(
+                pg_restore,
+                into,
+                options,
+                extra=(f"--jobs={jobs}", str(copy.path)),
+                list_file=list_file,
+            )
+        return RestoreReport(
+            jobs,
+            time.monotonic() - started,
+            copy.size,
+            local_copy_bytes=copy.size,
+            patched_positions=copy.patched,
+            roles_created=created,
+        )
+
+
+@contextlib.contextmanager
+def _archive_stream(
+    storage: Storage, backup: Backup, identities: list[Any] | None
+) -> Iterator[BinaryIO]:
+    """Open the backup's archive, decrypted and decompressed, for reading."""
+    with storage.open_reader(backup.name) as stored:
+        stream = open_archive(
+            stored,
+            encrypted=backup.encrypted,
+            compression=get_compression(backup.compression),
+            identities=identities,
+        )
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+
+def read_head(stream: BinaryIO) -> tuple[bytes, ArchiveSummary]:
+    """Read ``stream`` until the archive's header and table of contents have passed; returns
+    the bytes read (to be given to pg_restore first) and what they say. Raises RestoreError
+    when the stream ends before its table of contents does."""
+    counter = RowCounter()
+    pieces: list[bytes] = []
+    while not counter.toc_read:
+        chunk = stream.read(READ_SIZE)
+        if not chunk:
+            raise RestoreError(
+                "the backup ends inside its table of contents: it is not a whole archive",
+                stage="restore",
+            )
+        pieces.append(chunk)
+        counter.feed(chunk)
+    return b"".join(pieces), counter.summary
+
+
+def _prepare_target(
+    target: ConnectionParams,
+    summary: ArchiveSummary,
+    options: RestoreOptions,
+    backup: Backup,
+) -> tuple[partial.Selection | None, tuple[str, ...]]:
+    """Before the target is touched: choose the entries to restore and make sure their owners
+    exist (creating them with --roles). Returns the selection (None: everything) and the
+    roles created. Raises RestoreError naming what is missing and how to proceed."""
+    selection = None
+    if options.partial:
+        selection = partial.select(
+            summary.entries,
+            tables=options.tables,
+            schemas=options.schemas,
+            existing_schemas=_schemas(target),
+        )
+    if options.no_owner:
+        return selection, ()
+    needed = partial.owners(summary.entries, None if selection is None else selection.dump_ids)
+    from bakup import globals as cluster_globals  # roles live beside the backup, see there
+
+    missing = cluster_globals.missing_roles(target, needed)
+    if not missing:
+        return selection, ()
+    if not options.roles:
+        raise RestoreError(
+            f"the backup's objects belong to roles the target server lacks: "
+            f"{', '.join(missing)}: restore with --roles to create them from the backup's "
+            "globals, or with --no-owner to give everything to the restoring role; nothing "
+            "was restored",
+            stage="restore",
+        )
+    dump = cluster_globals.load_globals(backup, None)
+    if dump is None:
+        raise RestoreError(
+            f"the roles {', '.join(missing)} are missing on the target and this backup holds "
+            "no globals to create them from: create them by hand, or restore with --no-owner",
+            stage="restore",
+        )
+    created = cluster_globals.create_missing_roles(target, dump, missing)
+    log.info("Created roles missing on the target: %s", ", ".join(created))
+    return selection, tuple(created)
+
+
+def _schemas(target: ConnectionParams) -> list[str]:
+    """The schemas the target database has."""
+    try:
+        with connect(target) as connection:
+            rows = connection.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()
+    except psycopg.Error as error:
+        _stage, message = explain_failure(
+            "pg_restore", str(error), 1, target.password, variable=target.variable
+        )
+        raise RestoreError(
+            f"cannot connect to the target {target.display()}: {message}", stage="connect"
+        ) from None
+    return [str(row[0]) for row in rows]
+
+
+@contextlib.contextmanager
+def _use_list(selection: partial.Selection | None, summary: ArchiveSummary) -> Iterator[str | None]:
+    """A pg_restore --use-list file for ``selection`` (None when restoring everything)."""
+    if selection is None:
+        yield None
+        return
+    with tempfile.NamedTemporaryFile("w", prefix="bakup-list-", suffix=".txt") as handle:
+        handle.write(selection.use_list(summary.entries))
+        handle.flush()
+        yield handle.name
+
+
+def _run_pg_restore(
+    pg_restore: str,
+    target: ConnectionParams,
+    options: RestoreOptions,
+    *,
+    extra: Sequence[str],
+    list_file: str | None,
+    feed: tuple[bytes, BinaryIO] | None = None,
+) -> int:
+    """Run pg_restore into ``target`` with ``extra`` arguments, feeding it ``feed`` (the bytes
+    already read, then the rest of the stream) on its standard input when given. Returns the
+    bytes fed. Raises RestoreError with pg_restore's failure explained."""
     with tempfile.TemporaryFile() as stderr_file, child_connection(target) as connection:
         command = (
             pg_restore,
             "--no-password",
             "--exit-on-error",
-            "--single-transaction",
             f"--dbname={connection.conninfo}",
-            *(("--clean", "--if-exists") if clean else ()),
-            *(("--no-owner", "--no-privileges") if no_owner else ()),
+            *(("--clean", "--if-exists") if options.clean else ()),
+            *(("--no-owner", "--no-privileges") if options.no_owner else ()),
+            *((f"--use-list={list_file}",) if list_file else ()),
+            *extra,
         )
         try:
             process = subprocess.Popen(
                 command,
-                stdin=subprocess.PIPE,
+                stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_file,
                 env=connection.env,
@@ -184,23 +464,11 @@ def restore_backup(
                 "PostgreSQL client install",
                 stage="restore",
             ) from None
-        assert process.stdin is not None
+        size = 0
         try:
-            with storage.open_reader(backup.name) as stored:
-                stream = open_archive(
-                    stored,
-                    encrypted=backup.encrypted,
-                    compression=compression,
-                    identities=identities,
-                )
-                try:
-                    while chunk := stream.read(READ_SIZE):
-                        process.stdin.write(chunk)
-                finally:
-                    stream.close()
-            process.stdin.close()
-        except BrokenPipeError:
-            pass  # pg_restore stopped early; its exit status and stderr say why
+            if feed is not None:
+                assert process.stdin is not None
+                size = _feed(process.stdin, *feed)
         except BaseException:
             process.kill()
             process.wait()
@@ -211,3 +479,20 @@ def restore_backup(
                 "pg_restore", stderr_file, returncode, target.password, variable=target.variable
             )
             raise RestoreError(f"pg_restore failed: {failure.message}", stage="restore")
+    return size
+
+
+def _feed(stdin: IO[bytes], head: bytes, stream: BinaryIO) -> int:
+    """Write ``head`` then the rest of ``stream`` to pg_restore; returns the bytes written.
+    A pipe that pg_restore closed early is not an error here: its exit status says why."""
+    size = 0
+    try:
+        stdin.write(head)
+        size += len(head)
+        while chunk := stream.read(READ_SIZE):
+            stdin.write(chunk)
+            size += len(chunk)
+        stdin.close()
+    except BrokenPipeError:
+        pass
+    return size

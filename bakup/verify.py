@@ -48,7 +48,14 @@ from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
 from bakup.pgtools import connect, diagnose, die_with_parent, explain_failure
+from bakup.progress import Progress
 from bakup.restore import restore_backup
+from bakup.scratch import (
+    SCRATCH_PREFIX,
+    drop_abandoned_scratch_databases,
+    drop_database,
+    scratch_lock_key,
+)
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
@@ -66,9 +73,6 @@ AGE_HEADER_LIMIT = 64 * 1024  # far more than a header with a few recipients tak
 AGE_NONCE_SIZE = 16
 AGE_TAG_SIZE = 16
 AGE_CHUNK_SIZE = 64 * 1024 + AGE_TAG_SIZE
-SCRATCH_PREFIX = "bakup_verify_"
-# First half of the advisory lock key a scratch database's owner holds ("baku").
-SCRATCH_LOCK_CLASS = 0x62616B75
 
 _TABLE_COUNTS = """
     SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
@@ -210,17 +214,22 @@ def _feed_archive(
         identities=identities,
     )
     size = 0
+    progress = Progress(f"Reading back {backup.name}", total=backup.raw_size_bytes or None)
     try:
         feeding = True
         while chunk := stream.read(READ_SIZE):
             size += len(chunk)
             counter.feed(chunk)
+            if table := counter.current_table:
+                progress.set_item(table)
+            progress.advance(len(chunk))
             if feeding:
                 try:
                     process.stdin.write(chunk)
                 except BrokenPipeError:
                     feeding = False  # pg_restore --list stops reading after the TOC
     finally:
+        progress.close()
         stream.close()
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()
@@ -512,10 +521,10 @@ def restore_test(
             # The first failure is the one to report; a failed drop is left to the next
             # run's cleanup (the lock goes with this session).
             with contextlib.suppress(psycopg.Error, OSError):
-                _drop_database(admin, scratch)
+                drop_database(admin, scratch)
             raise
         with _server_errors(server, server_variable, "dropping the scratch database"):
-            _drop_database(admin, scratch)
+            drop_database(admin, scratch)
         return checks
 
 
@@ -553,46 +562,6 @@ def _restore_and_count(
             stage="verify",
         )
     return [f"restored into a scratch database; all {len(expected)} tables' row counts match"]
-
-
-def scratch_lock_key(name: str) -> tuple[int, int]:
-    """Return the advisory lock key (two int4s) that the owner of scratch database ``name``
-    holds: bakup's own first half, so no other application's locks are mistaken for it."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return SCRATCH_LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True)
-
-
-def drop_abandoned_scratch_databases(admin: psycopg.Connection[Any]) -> list[str]:
-    """Drop the scratch databases whose owner is gone: no session on the server holds their
-    advisory lock (see restore_test). Returns their names.
-
-    A lock held in any database of the server counts, as owners connect to whichever
-    database their URL names. Raises psycopg.Error.
-    """
-    rows = admin.execute(
-        "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s ORDER BY datname",
-        (SCRATCH_PREFIX.replace("_", "\\_") + "%",),
-    ).fetchall()
-    dropped = []
-    for (name,) in rows:
-        first, second = scratch_lock_key(name)
-        # pg_locks shows the two halves of a two-int4 key as unsigned oids, objsubid 2.
-        held = admin.execute(
-            """SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
-                              WHERE locktype = 'advisory' AND objsubid = 2
-                                AND classid = %s::bigint::oid AND objid = %s::bigint::oid)""",
-            (first & 0xFFFFFFFF, second & 0xFFFFFFFF),
-        ).fetchone()
-        if held and held[0]:
-            continue  # a live verification's
-        _drop_database(admin, name)
-        log.info("Dropped scratch database left by an interrupted verification: %s", name)
-        dropped.append(name)
-    return dropped
-
-
-def _drop_database(admin: psycopg.Connection[Any], name: str) -> None:
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _owner_note(backup: Backup) -> str:
@@ -684,6 +653,7 @@ def describe_stored(
         size_bytes=found.stored_size,
         raw_size_bytes=found.archive_size,
         table_row_counts=summary.row_counts,
+        contents=summary.contents(),
         pg_dump_version=summary.pg_dump_version,
         server_version=summary.server_version,
         archive_version=summary.archive_version,

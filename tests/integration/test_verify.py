@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bakup.verify import scratch_lock_key
+from bakup.scratch import scratch_lock_key
 from tests.conftest import Database, base_env, run_bakup
 
 pytestmark = pytest.mark.integration
