@@ -144,8 +144,9 @@ def test_pg_dump_missing_from_path_says_to_install_client_tools(
     empty_bin.mkdir()
     env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
     env["PATH"] = str(empty_bin)
+    env["PG_CLIENT_DIRS"] = f"{empty_bin}/*/bin"  # no installed client either
     result = run_bakup("backup", env=env)
-    assert_one_line_error(result, 1, "pg_dump: command not found", "postgresql-client")
+    assert_one_line_error(result, 1, "pg_dump: command not found", "postgresql-client-")
     assert_nothing_partial_and_good_backup_kept(backup_dir, before)
 
 
