@@ -62,7 +62,9 @@ _PASSWORD_CLAUSE = re.compile(r"\bPASSWORD\s+'", re.IGNORECASE)
 @dataclass(frozen=True)
 class RoleDefinition:
     """One role as pg_dumpall wrote it: its name and the ALTER ROLE statements that follow
-    its CREATE ROLE (attributes, password, settings), in the dump's order."""
+    its CREATE ROLE (attributes, password, settings), in the dump's order, less the
+    attributes a new role has anyway and only a superuser may name (NOSUPERUSER,
+    NOREPLICATION, NOBYPASSRLS)."""
 
     name: str
     alterations: tuple[str, ...] = ()
@@ -150,6 +152,7 @@ _TOKEN = re.compile(
 class _Token:
     kind: str  # "word" (an unquoted name or keyword), "ident" (quoted), "string", ...
     text: str
+    start: int = 0  # where it starts in its statement's text
 
     @property
     def keyword(self) -> str:
@@ -182,7 +185,8 @@ def split_statements(sql: str) -> Iterator[tuple[str, list[_Token]]]:
             continue
         if start is None:
             start = match.start()
-        tokens.append(_Token("string" if kind == "estring" else kind, match.group()))
+        kind = "string" if kind == "estring" else kind
+        tokens.append(_Token(kind, match.group(), match.start() - start))
     if start is not None:
         yield sql[start:].strip(), tokens
 
@@ -210,7 +214,10 @@ def parse_globals(sql: str) -> tuple[dict[str, RoleDefinition], list[Membership]
             # IN DATABASE settings belong to a database that may not exist; RENAME never
             # appears in a dump.
             if name is not None and tokens[3].keyword not in ("IN", "RENAME"):
-                alterations.setdefault(name, []).append(text)
+                kept = _without_default_attributes(text, tokens)
+                alterations.setdefault(name, [])
+                if kept:
+                    alterations[name].append(kept)
         elif words[:1] == ["GRANT"]:
             memberships += _parse_membership(tokens[1:])
         elif words[:2] == ["CREATE", "TABLESPACE"] and len(tokens) >= 3:
@@ -219,6 +226,25 @@ def parse_globals(sql: str) -> tuple[dict[str, RoleDefinition], list[Membership]
                 tablespaces.append(name)
     roles = {name: RoleDefinition(name, tuple(texts)) for name, texts in alterations.items()}
     return roles, memberships, tablespaces
+
+
+# Attributes pg_dumpall always spells out that a new role has anyway, and that only a
+# superuser may name: left out, a CREATEROLE role (a managed service's admin) can create it.
+_SUPERUSER_DEFAULTS = frozenset({"NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS"})
+
+
+def _without_default_attributes(text: str, tokens: list[_Token]) -> str:
+    """Return ``ALTER ROLE name WITH ...`` without the attributes in _SUPERUSER_DEFAULTS
+    (empty when nothing else is left); any other statement unchanged."""
+    if tokens[3].keyword != "WITH":
+        return text
+    dropped = [token for token in tokens[4:] if token.keyword in _SUPERUSER_DEFAULTS]
+    if len(dropped) == len(tokens) - 4:
+        return ""
+    for token in reversed(dropped):
+        end = token.start + len(token.text)
+        text = text[: token.start] + text[end:].removeprefix(" ")
+    return text.rstrip()
 
 
 def _parse_membership(tokens: list[_Token]) -> list[Membership]:

@@ -15,10 +15,16 @@ from tests.support.postgres_server import find_server_bin
 
 
 def fake_pg_bin(
-    directory: Path, *, kill_after_bytes: int | None = None, pause_seconds: float = 0
+    directory: Path,
+    *,
+    kill_after_bytes: int | None = None,
+    pause_seconds: float = 0,
+    failing_pg_dumpall: bool = False,
 ) -> Path:
     """Make a PG_BIN_DIR whose pg_dump records its argv, runs the real pg_dump and, if asked,
-    pauses after some output and then dies by SIGKILL half way through the stream."""
+    pauses after some output and then dies by SIGKILL half way through the stream. Its
+    pg_restore and pg_dumpall record their argv too and run the real ones; with
+    ``failing_pg_dumpall``, pg_dumpall answers --version but otherwise fails (exit 1)."""
     directory.mkdir(parents=True, exist_ok=True)
     real = find_server_bin()
     argv_log = directory / "argv.log"
@@ -42,6 +48,17 @@ def fake_pg_bin(
         f'#!/bin/bash\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real}/pg_restore "$@"\n'
     )
     restore.chmod(0o755)
+    dumpall = directory / "pg_dumpall"
+    if failing_pg_dumpall:
+        dumpall.write_text(
+            f'#!/bin/bash\n[ "$1" = --version ] && exec {real}/pg_dumpall --version\n'
+            'echo "pg_dumpall: error: refused by the test" >&2\nexit 1\n'
+        )
+    else:
+        dumpall.write_text(
+            f'#!/bin/bash\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real}/pg_dumpall "$@"\n'
+        )
+    dumpall.chmod(0o755)
     return directory
 
 
