@@ -33,6 +33,7 @@ from bakup.pgtools import (
     die_with_parent,
     lock_wait_timeout,
 )
+from bakup.progress import Progress
 from bakup.storage.base import Storage, StoredWriter
 
 READ_SIZE = 1 << 20
@@ -106,6 +107,7 @@ def dump_to_storage(
     level: int | None = None,
     pg_bin_dir: Path | None = None,
     recipients: list[Any] | None = None,
+    progress: Progress | None = None,  # told the archive's bytes and the table streaming past
 ) -> DumpResult:
     """Dump ``database`` into ``storage`` as ``name``, compressed (and, given age
     ``recipients``, encrypted after compression), in one streaming pass.
@@ -160,6 +162,10 @@ def dump_to_storage(
                     except ArchiveFormatError as error:
                         archive_error = error  # keep draining so pg_dump can finish and report
                 compressor.write(chunk)
+                if progress is not None:
+                    if table := counter.current_table:
+                        progress.set_item(table)
+                    progress.advance(len(chunk))
         finally:
             # Closing writes the compressed stream's trailer; on failure it only stops threads.
             try:
