@@ -19,6 +19,7 @@ from bakup.clients import remember_server_major, select_client
 from bakup.dburl import ConnectionParams
 from bakup.errors import BakupError, ConfigError
 from bakup.pgtools import connect, explain_failure, find_program, program_version
+from bakup.poolers import inspect_connection
 from bakup.settings import Settings
 from bakup.storage import open_storage
 
@@ -96,11 +97,14 @@ def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult,
         with connect(database) as connection:
             major = connection.info.server_version // 10000
             unreadable = [str(row[0]) for row in connection.execute(_UNREADABLE).fetchall()]
+            pooler = inspect_connection(connection, database)
     except psycopg.Error as error:
         _, message = explain_failure(
             "psql", str(error), 1, database.password, variable=database.variable
         )
         return CheckResult(label, False, f"{database.display()}: {message}"), None
+    if pooler is not None and not pooler.ok:
+        return CheckResult(label, False, f"{database.display()}: {pooler.message}"), major
     if unreadable:
         named = ", ".join(unreadable[:_NAMED_AT_MOST])
         more = len(unreadable) - _NAMED_AT_MOST
@@ -114,8 +118,9 @@ def _check_database(database: ConnectionParams, name: str) -> tuple[CheckResult,
             f"{'relation' if len(unreadable) == 1 else 'relations'} pg_dump must read "
             f"({named}): GRANT SELECT on them to {role}, or use a role with pg_read_all_data",
         ), major
+    note = f"; {pooler.message}" if pooler is not None else ""
     return CheckResult(
-        label, True, f"connected to {database.display()} (PostgreSQL {major})"
+        label, True, f"connected to {database.display()} (PostgreSQL {major}){note}"
     ), major
 
 

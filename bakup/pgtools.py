@@ -47,6 +47,23 @@ _HINTS: tuple[tuple[re.Pattern[str], str | None, str, bool, str], ...] = tuple(
         advice,
     )
     for pattern, stage, transient, advice in (
+        # PgBouncer's own refusals, and what transaction pooling does to pg_dump's session
+        # (bakup.poolers): the cure is the server's own port.
+        (
+            r"unsupported (?:\w+ )?startup parameter",
+            "connect",
+            False,
+            "{variable} seems to point at a connection pooler (PgBouncer): use the database "
+            "server's own port (usually 5432), not the pooler's (often 6432)",
+        ),
+        (
+            r"prepared statement \"[^\"]*\" (?:already exists|does not exist)@pg_dump",
+            "dump",
+            False,
+            "{variable} seems to point at a connection pooler in transaction mode (PgBouncer), "
+            "where pg_dump's session is shared: use the database server's own port (usually "
+            "5432), not the pooler's (often 6432)",
+        ),
         (
             r"password authentication failed",
             "connect",
