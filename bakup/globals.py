@@ -33,6 +33,7 @@ import pyrage
 
 from bakup import events
 from bakup.catalog import Backup
+from bakup.clients import select_client, server_major
 from bakup.dburl import ConnectionParams
 from bakup.encryption import EncryptionError
 from bakup.errors import BakupError, ConfigError, DumpError, RestoreError
@@ -337,6 +338,24 @@ def may_read_passwords(database: ConnectionParams) -> bool:
     return bool(row and row[0])
 
 
+def dumpall_program(database: ConnectionParams, pg_bin_dir: Path | None = None) -> str:
+    """Return the pg_dumpall of the client that dumps ``database`` (see
+    bakup.clients.dump_program): PG_BIN_DIR's when set, else the installed client chosen for
+    its server (whose major the dump just read, so no new connection).
+
+    Raises DumpError when there is none or the server cannot be reached.
+    """
+    if pg_bin_dir is not None:
+        return find_program("pg_dumpall", pg_bin_dir)
+    try:
+        major = server_major(database)
+    except psycopg.Error as error:
+        failure = diagnose("pg_dumpall", str(error), 1, database.password)
+        raise DumpError(failure.message, stage="globals", transient=failure.transient) from None
+    client = select_client(major, database.display(), program="pg_dumpall")
+    return client.program("pg_dumpall")
+
+
 def dump_globals(
     database: ConnectionParams, *, pg_bin_dir: Path | None, role_passwords: bool
 ) -> tuple[str, bool, str]:
@@ -346,7 +365,7 @@ def dump_globals(
     read them is retried without); returns (the SQL, whether it holds passwords, pg_dumpall's
     version). Raises DumpError (one line, no secret) when pg_dumpall is missing or fails.
     """
-    pg_dumpall = find_program("pg_dumpall", pg_bin_dir)
+    pg_dumpall = dumpall_program(database, pg_bin_dir)
     _major, version = program_version(pg_dumpall)
     result = _run_pg_dumpall(pg_dumpall, database, role_passwords=role_passwords)
     if result.returncode != 0 and role_passwords and "pg_authid" in result.stderr:
