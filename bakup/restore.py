@@ -34,6 +34,7 @@ from typing import IO, Any, BinaryIO
 
 import psycopg
 
+from bakup import globals as cluster_globals
 from bakup import partial
 from bakup.archive import ArchiveSummary, RowCounter
 from bakup.catalog import Backup, manifest_name
@@ -42,7 +43,7 @@ from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.encryption import open_archive
 from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
-from bakup.local_copy import local_copy
+from bakup.local_copy import check_space, copy_directory, local_copy
 from bakup.pgtools import (
     child_connection,
     connect,
@@ -50,6 +51,7 @@ from bakup.pgtools import (
     die_with_parent,
     explain_failure,
 )
+from bakup.progress import Progress
 from bakup.staging import StagingRefused, staged
 from bakup.storage.base import Storage
 
@@ -237,6 +239,12 @@ def restore_backup(
     jobs = options.jobs
     if jobs is None:
         jobs = default_jobs()
+        if jobs > 1:
+            try:
+                check_space(backup, copy_directory())
+            except RestoreError as refusal:
+                log.info("Restoring in one stream (--jobs 1): %s", refusal.message)
+                jobs = 1
     if jobs > 1 and options.staging:
         try:
             with staged(target, keep_replaced=bool(existing)) as staging:
@@ -267,9 +275,12 @@ def _restore_streamed(
     """Stream the archive into one pg_restore --single-transaction (see restore_backup)."""
     if backup.described:  # an adopted backup has no checksum to compare until verified
         check_checksum(storage, backup)
-    with _archive_stream(storage, backup, identities) as stream:
+    with (
+        _archive_stream(storage, backup, identities) as stream,
+        Progress(f"Restoring {backup.name}", total=backup.raw_size_bytes or None) as progress,
+    ):
         head, summary = read_head(stream)
-        selection, created = _prepare_target(target, summary, options, backup)
+        selection, created = _prepare_target(target, summary, options, backup, identities)
         with _use_list(selection, summary) as list_file:
             size = _run_pg_restore(
                 pg_restore,
@@ -278,6 +289,7 @@ def _restore_streamed(
                 extra=("--single-transaction",),
                 list_file=list_file,
                 feed=(head, stream),
+                progress=progress,
             )
     return RestoreReport(1, time.monotonic() - started, size, roles_created=created)
 
@@ -295,17 +307,34 @@ def _restore_parallel(
 ) -> RestoreReport:
     """Write a local copy, then restore it with pg_restore --jobs into ``into`` (the staging
     database, or the target itself when it is a scratch database)."""
-    with local_copy(storage, backup, identities) as copy:
+    copying = Progress(
+        f"Copying {backup.name} for {jobs} jobs", total=backup.raw_size_bytes or None
+    )
+
+    def copied(amount: int, table: str | None) -> None:
+        if table:
+            copying.set_item(table)
+        copying.advance(amount)
+
+    with copying, local_copy(storage, backup, identities, progress=copied) as copy:
+        copying.close()
         # Roles are checked against the real target; they are server-wide, so the staging
         # copy on the same server sees the same.
-        selection, created = _prepare_target(target, copy.summary, options, backup)
-        with _use_list(selection, copy.summary) as list_file:
+        selection, created = _prepare_target(target, copy.summary, options, backup, identities)
+        items = len(selection.dump_ids) if selection else len(copy.summary.entries)
+        with (
+            _use_list(selection, copy.summary) as list_file,
+            Progress(
+                f"Restoring {backup.name} with {jobs} jobs", total=items, unit="items"
+            ) as done,
+        ):
             _run_pg_restore(
                 pg_restore,
                 into,
                 options,
-                extra=(f"--jobs={jobs}", str(copy.path)),
+                extra=(f"--jobs={jobs}", "--verbose", str(copy.path)),
                 list_file=list_file,
+                progress=done,
             )
         return RestoreReport(
             jobs,
@@ -358,6 +387,7 @@ def _prepare_target(
     summary: ArchiveSummary,
     options: RestoreOptions,
     backup: Backup,
+    identities: list[Any] | None,
 ) -> tuple[partial.Selection | None, tuple[str, ...]]:
     """Before the target is touched: choose the entries to restore and make sure their owners
     exist (creating them with --roles). Returns the selection (None: everything) and the
@@ -373,8 +403,6 @@ def _prepare_target(
     if options.no_owner:
         return selection, ()
     needed = partial.owners(summary.entries, None if selection is None else selection.dump_ids)
-    from bakup import globals as cluster_globals  # roles live beside the backup, see there
-
     missing = cluster_globals.missing_roles(target, needed)
     if not missing:
         return selection, ()
@@ -386,7 +414,7 @@ def _prepare_target(
             "was restored",
             stage="restore",
         )
-    dump = cluster_globals.load_globals(backup, None)
+    dump = cluster_globals.load_globals(backup, identities)
     if dump is None:
         raise RestoreError(
             f"the roles {', '.join(missing)} are missing on the target and this backup holds "
@@ -433,6 +461,7 @@ def _run_pg_restore(
     extra: Sequence[str],
     list_file: str | None,
     feed: tuple[bytes, BinaryIO] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Run pg_restore into ``target`` with ``extra`` arguments, feeding it ``feed`` (the bytes
     already read, then the rest of the stream) on its standard input when given. Returns the
@@ -468,12 +497,16 @@ def _run_pg_restore(
         try:
             if feed is not None:
                 assert process.stdin is not None
-                size = _feed(process.stdin, *feed)
+                size = _feed(process.stdin, *feed, progress)
         except BaseException:
             process.kill()
             process.wait()
             raise
-        returncode = process.wait()
+        returncode = (
+            _wait_counting_items(process, stderr_file, progress)
+            if feed is None and progress is not None
+            else process.wait()
+        )
         if returncode != 0:
             failure = diagnose_output(
                 "pg_restore", stderr_file, returncode, target.password, variable=target.variable
@@ -482,7 +515,35 @@ def _run_pg_restore(
     return size
 
 
-def _feed(stdin: IO[bytes], head: bytes, stream: BinaryIO) -> int:
+def _wait_counting_items(
+    process: subprocess.Popen[bytes], stderr_file: IO[bytes], progress: Progress
+) -> int:
+    """Wait for a pg_restore run with --verbose, advancing ``progress`` by each item it
+    reports finished ("finished item N TABLE DATA name"); returns its exit status."""
+    # A file description of its own: reading through pg_restore's would move the offset
+    # pg_restore writes at.
+    with open(f"/proc/self/fd/{stderr_file.fileno()}", "rb") as reader:
+        return _count_items(process, reader, progress)
+
+
+def _count_items(process: subprocess.Popen[bytes], reader: IO[bytes], progress: Progress) -> int:
+    pending = b""
+    while True:
+        try:
+            returncode = process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        pending += reader.read()
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if b"finished item" in line:
+                progress.set_item(line.rsplit(b" ", 1)[-1].decode("utf-8", "replace"))
+                progress.advance(1)
+        if returncode is not None:
+            return returncode
+
+
+def _feed(stdin: IO[bytes], head: bytes, stream: BinaryIO, progress: Progress | None) -> int:
     """Write ``head`` then the rest of ``stream`` to pg_restore; returns the bytes written.
     A pipe that pg_restore closed early is not an error here: its exit status says why."""
     size = 0
@@ -492,6 +553,8 @@ def _feed(stdin: IO[bytes], head: bytes, stream: BinaryIO) -> int:
         while chunk := stream.read(READ_SIZE):
             stdin.write(chunk)
             size += len(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
         stdin.close()
     except BrokenPipeError:
         pass

@@ -204,7 +204,7 @@ def test_a_running_verifications_scratch_database_survives_anothers_cleanup(
         try:
             second = run_bakup("verify", "--restore", env=second_env)
             assert second.returncode == 0, second.stderr
-            assert "Dropped scratch database" not in second.stdout
+            assert "Dropped bakup_verify_" not in second.stdout
             assert scratch in scratch_databases(sizeable_db)
         finally:
             os.kill(first.pid, signal.SIGCONT)
