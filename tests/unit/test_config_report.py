@@ -52,7 +52,9 @@ def _strings(node: ast.expr | None, constants: dict[str, set[str]]) -> set[str] 
 
 
 def _is_environment(node: ast.expr) -> bool:
-    """``os.environ``, ``environ`` or a mapping called ``env``."""
+    """``os.environ``, ``environ`` or a mapping called ``env`` (or a choice between them)."""
+    if isinstance(node, ast.IfExp):
+        return _is_environment(node.body) or _is_environment(node.orelse)
     if isinstance(node, ast.Attribute):
         return node.attr == "environ"
     return isinstance(node, ast.Name) and node.id in ("env", "environ")
