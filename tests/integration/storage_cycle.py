@@ -37,8 +37,9 @@ def full_cycle(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(run_bakup("list", "--json", env=env).stdout)[0]["verified"] is True
 
-    restored = run_bakup("restore", "latest", env=env)
+    restored = run_bakup("restore", "latest", "--jobs", "2", env=env)
     assert restored.returncode == 0, restored.stderr
+    assert "2 parallel jobs" in restored.stdout  # restored from the object store in parallel
     assert target.psql("SELECT count(*) FROM t") == "3000"
 
     # Claims rely on the store's create-only put: the second creation must be refused.

@@ -58,8 +58,9 @@ def test_encrypted_backups_round_trip_and_hold_no_plaintext(
 
     verified = run_bakup("verify", "--restore", env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    restored = run_bakup("restore", "latest", env=env)
+    restored = run_bakup("restore", "latest", "--jobs", "2", env=env)
     assert restored.returncode == 0, restored.stderr
+    assert "2 parallel jobs" in restored.stdout  # decrypted into the local copy
     assert (
         target_database.psql("SELECT count(*) FROM notes WHERE body LIKE 'plaintext-marker%'")
         == "500"
