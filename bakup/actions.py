@@ -479,6 +479,11 @@ def run_verify(
                 "level": result.level,
                 "requested": level,
                 "duration_seconds": result.seconds,
+                **(
+                    {"restore_duration_seconds": result.restore_seconds}
+                    if result.restore_seconds is not None
+                    else {}
+                ),
             },
         )
     )
@@ -533,7 +538,9 @@ def _test_restore(
         return
     try:
         identities = settings.identities() if backup.encrypted else None
+        started = time.monotonic()
         result.checks += restore_test(storage, backup, server, settings.pg_bin_dir, identities)
+        result.restore_seconds = time.monotonic() - started
     except PermissionError as error:
         advice = (
             "grant CREATEDB to the role of VERIFY_DATABASE_URL"
@@ -544,6 +551,7 @@ def _test_restore(
         log.warning("WARNING: %s", result.notes[-1])
         return
     result.level = "restore"
+    log.info("Time to restore %s: %.1f s (test restore)", backup.name, result.restore_seconds)
 
 
 def _record_verification(storage: Storage, backup: Backup) -> None:

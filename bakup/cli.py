@@ -339,7 +339,10 @@ def _verify(args: argparse.Namespace) -> int:
     settings = Settings.from_env(require_database=False)
     target = settings.target(args.database)
     _notify_from_cli(settings)
-    run_verify(settings, target, args.name, level="restore" if args.restore else "integrity")
+    with contextlib.ExitStack() as stack:
+        if settings.pushgateway_url or settings.metrics_textfile:  # cron: publish, as backup does
+            stack.enter_context(_one_shot_metrics(settings))
+        run_verify(settings, target, args.name, level="restore" if args.restore else "integrity")
     return EXIT_OK
 
 

@@ -129,6 +129,13 @@ VARIABLES: tuple[Variable, ...] = (
         "(every backup)",
         "with VERIFY_LEVEL=restore: test-restore at most this often",
     ),
+    Variable(
+        "PROGRESS_INTERVAL",
+        SERVICE,
+        "30",
+        "seconds between two progress lines of a long backup, restore or verification when "
+        "the output is not a terminal (0: none)",
+    ),
     _whole_number("BACKUP_TIME_LIMIT", SERVICE),
     _whole_number("BACKUP_RETRIES", SERVICE),
     _whole_number("RETRY_BASE_SECONDS", SERVICE),

@@ -39,6 +39,7 @@ class Metrics:
     verify_last_failure: Gauge
     verify_failures: Counter
     verify_degraded: Gauge
+    restore_test_duration: Gauge
     manifest_unreadable: Counter
     prune_deleted: Counter
     stored_backups: Gauge
@@ -168,6 +169,14 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "bakup_verify_degraded",
             "1 when the last verification was asked to test-restore but could only check "
             "less (no CREATEDB, no decryption key, no server): backups are not restore-tested.",
+            db,
+            multiprocess_mode="mostrecent",
+            registry=target,
+        ),
+        restore_test_duration=Gauge(
+            "bakup_restore_test_duration_seconds",
+            "Duration of the last successful test restore (scratch database created, backup "
+            "restored, row counts compared, database dropped): the measured time to restore.",
             db,
             multiprocess_mode="mostrecent",
             registry=target,

@@ -116,6 +116,9 @@ class Recorder:
         if last is not None and last.verification is not None:
             asked, got = last.verification.get("requested"), last.verification.get("level")
             m.verify_degraded.labels(database).set(int(asked == "restore" and got != "restore"))
+        restored = _last_restore_duration(backups)
+        if restored is not None:
+            m.restore_test_duration.labels(database).set(restored)
 
     def _set_stored(self, database: str, backups: list[Backup]) -> None:
         m = self.metrics
@@ -168,6 +171,9 @@ class Recorder:
     def _on_verify_succeeded(self, event: events.Event) -> None:
         m = self.metrics
         m.verify_duration.labels(event.database).observe(event.details.get("duration_seconds", 0))
+        restored = event.details.get("restore_duration_seconds")
+        if restored is not None:
+            m.restore_test_duration.labels(event.database).set(restored)
         m.verify_last_success.labels(event.database).set(event.at.timestamp())
         if event.details.get("requested") != "restore" or event.details.get("level") == "restore":
             m.verify_degraded.labels(event.database).set(0)
@@ -198,3 +204,20 @@ class Recorder:
         m.stored_bytes.labels(database).set(details["stored_bytes"])
         oldest = details.get("oldest_created_at")
         m.oldest_backup.labels(database).set(oldest.timestamp() if oldest else 0)
+
+
+def _last_restore_duration(backups: list[Backup]) -> float | None:
+    """The duration of the most recent successful test restore among ``backups`` (by when it
+    was verified), or None when none was restore-tested. A manifest written by hand with a
+    non-number there is ignored."""
+    tested = [
+        backup
+        for backup in backups
+        if backup.verified
+        and backup.verified_at is not None
+        and isinstance((backup.verification or {}).get("restore_duration_seconds"), int | float)
+    ]
+    if not tested:
+        return None
+    newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
+    return float((newest.verification or {})["restore_duration_seconds"])

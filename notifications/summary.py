@@ -46,6 +46,8 @@ class DatabaseWeek:
     verified_level: str = ""  # the level the newest verification reached
     # Set when restore tests were asked for but the newest verification could do less.
     verification_warning: str = ""
+    # The last measured time to restore (the newest test restore's duration), or why none.
+    time_to_restore: str = "not measured (no test restore yet)"
 
 
 def summarize(settings: Settings, now: datetime | None = None) -> list[DatabaseWeek]:
@@ -105,6 +107,37 @@ def _database_week(target: Target, now: datetime) -> DatabaseWeek:
         error=problem,
         verified_level=_level(newest),
         verification_warning=_degraded(newest),
+        time_to_restore=_time_to_restore(backups, now),
+    )
+
+
+def _time_to_restore(backups: list[Backup], now: datetime) -> str:
+    """The last measured time to restore: the duration of the newest successful test
+    restore, with the backup it restored and how long ago; or why there is none."""
+    tested = [
+        backup
+        for backup in backups
+        if backup.verified
+        and backup.verified_at is not None
+        and isinstance((backup.verification or {}).get("restore_duration_seconds"), int | float)
+    ]
+    if not tested:
+        return "not measured (no kept backup has passed a test restore)"
+    newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
+    seconds = float((newest.verification or {})["restore_duration_seconds"])
+    when = _age(now - newest.verified_at) if newest.verified_at else ""
+    return f"{_duration(seconds)} (test restore of {newest.name}, {when} ago)"
+
+
+def _duration(seconds: float) -> str:
+    """``42.3 s``, or minutes and seconds past two minutes: ``14 min 05 s``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return (
+        f"{minutes // 60} h {minutes % 60:02d} min"
+        if minutes >= 60
+        else f"{minutes} min {rest:02d} s"
     )
 
 
@@ -152,7 +185,7 @@ def render_summary(
     slack_text = "\n".join(
         f"*{d['name']}*: {d['taken']} taken, {d['failed']} failed ({d['success_rate']}); "
         f"size {d['size_this_week']} ({d['size_change']}) `{d['sparkline']}`; "
-        f"newest verified {d['newest_verified']}"
+        f"newest verified {d['newest_verified']}; time to restore {d['time_to_restore']}"
         for d in databases
     )
     return renderer.render(

@@ -272,6 +272,8 @@ def verify(self: Task[Any, Any], target_name: str, backup_name: str) -> dict[str
         "status": "verified",
         "name": verified.name,
         "level": (verified.verification or {}).get("level"),
+        # The measured time to restore, when this verification ran a test restore.
+        "restore_duration_seconds": (verified.verification or {}).get("restore_duration_seconds"),
     }
 
 
