@@ -43,7 +43,6 @@ from bakup.pgtools import connect, diagnose, find_program, program_version
 
 log = logging.getLogger("bakup")
 
-CLIENT_DIRS_VARIABLE = "PG_CLIENT_DIRS"
 DEFAULT_CLIENT_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin")
 # How long a server's major version is trusted before it is read again.
 SERVER_MAJOR_TTL_SECONDS = 600.0
@@ -72,7 +71,7 @@ class Client:
         raise DumpError(
             f"{name} not found in {self.bin_dir}, whose pg_dump is PostgreSQL {self.major}: "
             f"reinstall postgresql-client-{self.major} or set PG_BIN_DIR",
-            stage="dump" if name == "pg_dump" else "restore",
+            stage="restore" if name == "pg_restore" else "dump",
         )
 
     def describe(self) -> str:
@@ -85,7 +84,7 @@ def client_dirs(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     ``env`` (``os.environ`` by default), split on ``:``, else DEFAULT_CLIENT_DIRS. Raises
     nothing."""
     env = os.environ if env is None else env
-    value = env.get(CLIENT_DIRS_VARIABLE, "").strip()
+    value = env.get("PG_CLIENT_DIRS", "").strip()
     if not value:
         return DEFAULT_CLIENT_DIRS
     return tuple(pattern for pattern in value.split(":") if pattern.strip())

@@ -56,7 +56,8 @@ def test_check_backup_verify_and_restore_use_the_servers_own_major_among_older_a
 
     backup = run_bakup("backup", env=env)
     assert backup.returncode == 0, backup.stderr
-    assert programs_run(log, root) == [f"{major}/pg_dump"]
+    # The globals (roles) come from the same client's pg_dumpall.
+    assert programs_run(log, root) == [f"{major}/pg_dump", f"{major}/pg_dumpall"]
 
     log.unlink()
     verify = run_bakup("verify", "--restore", env=env)
@@ -64,7 +65,7 @@ def test_check_backup_verify_and_restore_use_the_servers_own_major_among_older_a
     # Reading an archive needs no server: the newest client reads every archive format.
     # The test restore goes to a server: its own major.
     assert programs_run(log, root) == [f"{major + 2}/pg_restore", f"{major}/pg_restore"]
-    assert "--list" in runs(log)[0][1] and "--single-transaction" in runs(log)[1][1]
+    assert "--list" in runs(log)[0][1] and "--dbname=" in runs(log)[1][1]
 
     log.unlink()
     restore = run_bakup("restore", "latest", env=env)
@@ -85,7 +86,7 @@ def test_without_the_servers_major_the_next_newer_client_dumps_it(
     )
     backup = run_bakup("backup", env=env)
     assert backup.returncode == 0, backup.stderr
-    assert programs_run(log, root) == [f"{major + 1}/pg_dump"]
+    assert programs_run(log, root) == [f"{major + 1}/pg_dump", f"{major + 1}/pg_dumpall"]
 
 
 def test_a_server_newer_than_every_installed_client_fails_check_and_backup_in_one_line(
@@ -133,7 +134,7 @@ def test_pg_bin_dir_wins_over_the_installed_clients(small_db: Database, tmp_path
     assert f"ok    pg_dump: {pinned}/pg_dump (PostgreSQL {major + 3}.4, PG_BIN_DIR)" in check.stdout
     backup = run_bakup("backup", env=env)
     assert backup.returncode == 0, backup.stderr
-    assert [path for path, _ in runs(log)] == [f"{pinned}/pg_dump"]
+    assert [path for path, _ in runs(log)] == [f"{pinned}/pg_dump", f"{pinned}/pg_dumpall"]
 
 
 def test_a_pg_bin_dir_older_than_the_server_fails_check_and_backup_in_one_line(
@@ -200,10 +201,11 @@ def test_a_fleet_backs_up_each_database_with_the_client_chosen_for_its_server(
 
     backup = run_bakup("backup", env=env)
     assert backup.returncode == 0, backup.stderr
-    assert programs_run(log, root) == [f"{chosen}/pg_dump", f"{chosen}/pg_dump"]
+    assert programs_run(log, root) == [f"{chosen}/pg_dump", f"{chosen}/pg_dumpall"] * 2
     dumped = sorted(
         next(part for part in arguments.split() if part.startswith("dbname="))
-        for _, arguments in runs(log)
+        for path, arguments in runs(log)
+        if path.endswith("/pg_dump")
     )
     assert dumped == sorted([f"dbname={small_db.name}", f"dbname={target_database.name}"])
     assert len(list((tmp_path / "b" / "shop").glob("*.sql.gz.json"))) == 1

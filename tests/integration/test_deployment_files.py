@@ -22,6 +22,8 @@ SOURCES = ("bakup", "worker", "metrics", "notifications")
 INTERNAL = {"PROMETHEUS_MULTIPROC_DIR", "PGAPPNAME", "PGPASSWORD", "PGSERVICEFILE"}
 # Test hooks, never set in a deployment (bakup/failpoints.py).
 INTERNAL |= {"BAKUP_CRASH_AT"}
+# The system's own search path (PATH's pg_dump is the last client bakup considers).
+INTERNAL |= {"PATH"}
 # The clouds' own credential variables, read the way their tools read them: documented in the
 # README, set by whoever uses that cloud, not declared for every deployment.
 CLOUD = {

@@ -1,9 +1,10 @@
 """Installed PostgreSQL clients of other majors, for tests on a machine that has only one.
 
 Each fake client is a directory laid out as Debian's ``/usr/lib/postgresql/<major>/bin`` whose
-pg_dump, pg_restore and psql print ``<program> (PostgreSQL) <major>.4`` for ``--version`` and
-otherwise run the real programs (of the test server's major). Every real run appends the
-wrapper's own path and its arguments to a log, so a test sees which client bakup chose.
+pg_dump, pg_dumpall, pg_restore and psql print ``<program> (PostgreSQL) <major>.4`` for
+``--version`` and otherwise run the real programs (of the test server's major). Every real run
+appends the wrapper's own path and its arguments to a log, so a test sees which client bakup
+chose.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from tests.support.postgres_server import find_server_bin
 
-PROGRAMS = ("pg_dump", "pg_restore", "psql")
+PROGRAMS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
 
 
 def fake_client(root: Path, major: int, log: Path, *, refuses_server: str | None = None) -> Path:
