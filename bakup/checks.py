@@ -20,6 +20,7 @@ from bakup.dburl import ConnectionParams
 from bakup.errors import BakupError, ConfigError
 from bakup.pgtools import connect, explain_failure, find_program, program_version
 from bakup.poolers import inspect_connection
+from bakup.progress import Progress
 from bakup.settings import Settings
 from bakup.storage import open_storage
 
@@ -48,13 +49,17 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[CheckResult]:
     )
     results = [CheckResult("config", True, f"backing up {described}")]
     majors: list[tuple[ConnectionParams, str, int | None]] = []
-    for target in settings.targets:
-        database = target.require_database()
-        result, major = _check_database(database, target.name)
-        results.append(result)
-        if major is not None:
-            remember_server_major(database, major)
-        majors.append((database, target.name, major))
+    # Many databases, or a slow server, take a while: the same progress as a backup's.
+    with Progress("Checking", total=len(settings.targets), unit="databases") as progress:
+        for target in settings.targets:
+            progress.set_item(target.name)
+            database = target.require_database()
+            result, major = _check_database(database, target.name)
+            results.append(result)
+            if major is not None:
+                remember_server_major(database, major)
+            majors.append((database, target.name, major))
+            progress.advance(1)
     for database, name, major in majors:
         results.append(_check_client(database, name, major, settings.pg_bin_dir, env))
 

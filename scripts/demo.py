@@ -38,12 +38,17 @@ def bakup(*args: str, env: dict[str, str], quiet: bool = False) -> subprocess.Co
     """Run the bakup command line, showing its output; exits the demo if it fails."""
     if not quiet:
         print(f"$ bakup {' '.join(args)}", flush=True)
+    # stderr passes through: on a terminal it carries the live progress line.
     result = subprocess.run(
-        [sys.executable, "-m", "bakup.cli", *args], env=env, text=True, capture_output=True
+        [sys.executable, "-m", "bakup.cli", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if quiet else None,
     )
     if not quiet or result.returncode != 0:
         sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
+        sys.stderr.write(result.stderr or "")
     if result.returncode != 0:
         sys.exit(f"demo failed: bakup {args[0]} exited {result.returncode}")
     return result
