@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,17 +163,22 @@ def test_parallel_restore_killed_midway_leaves_the_target_as_it_was(
         "TARGET_DATABASE_URL": target_database.url,
         "PG_BIN_DIR": str(bin_dir),
         "TMPDIR": str(tmp_path),
+        "PROGRESS_INTERVAL": "1",
     }
     process = start_restore(env, "--jobs", "2", "--clean")
     try:
         wait_for(marker)
         (staging,) = staging_databases(server)
         assert relations(server, staging) > 10  # the restore really happened there
+        time.sleep(1.5)  # a progress line or two while bakup waits for pg_restore
         process.send_signal(how)
-        process.wait(timeout=60)
+        output = "".join(process.communicate(timeout=60))
     finally:
         process.kill()
         process.wait()
+    # Not a terminal: plain progress lines, the items pg_restore finished counted.
+    assert re.search(r"Restoring postgres_backup_\S+ with 2 jobs: \d+ items in ", output), output
+    assert sample.server.password not in output
     assert process.returncode == (-9 if how == signal.SIGKILL else 143)
     assert server.psql(target_database.name, "SELECT id FROM keep_me") == "7"
     assert relations(server, target_database.name) == 1
