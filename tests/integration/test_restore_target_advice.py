@@ -48,11 +48,11 @@ def test_sslpassword_of_the_target_never_reaches_pg_restores_argv(
     bin_dir = fake_pg_bin(tmp_path / "bin")
     target = f"{target_database.url}?sslmode=disable&sslpassword={quote(ssl_secret, safe='')}"
     env = base_env(BACKUP_DIR=str(backup_dir), TARGET_DATABASE_URL=target, PG_BIN_DIR=str(bin_dir))
-    result = run_bakup("restore", "latest", env=env)
+    result = run_bakup("restore", "latest", "--jobs", "2", env=env)
     assert result.returncode == 0, result.stderr
     assert target_database.psql("SELECT count(*) FROM t") == "3000"
     argv = (bin_dir / "argv.log").read_text()
-    assert "--single-transaction" in argv and "service=" in argv
+    assert "--jobs=2" in argv and "service=" in argv
     for secret in (ssl_secret, quote(ssl_secret, safe=""), target_database.server.password):
         assert secret not in argv
         assert secret not in result.stdout + result.stderr
