@@ -14,9 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bakup import __version__, events, failpoints, lifecycle, runlock
-from bakup.catalog import Backup, find_backup, list_backups, newest_recorded, read_contents
+from bakup.catalog import (
+    DEDUP,
+    Backup,
+    find_backup,
+    list_backups,
+    newest_recorded,
+    read_contents,
+)
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
+from bakup.dedup.chunks import COMPRESSION_LEVEL, open_chunk_stores
 from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.globals import capture_globals
@@ -176,8 +184,24 @@ def _take_backup(
     """Claim a name, dump and publish the data, then record the backup complete."""
     storage.prepare()
     recipients = settings.recipients()
+    dedup = target.backup_format == DEDUP
+    chunk_stores = (
+        open_chunk_stores(
+            storage,
+            encrypted=bool(recipients),
+            recipients=recipients,
+            identities=settings.identities() if recipients else None,
+            create=True,
+        )
+        if dedup
+        else None
+    )
     claim = lifecycle.claim(
-        storage, database.dbname, target.compression, encrypted=bool(recipients)
+        storage,
+        database.dbname,
+        target.compression,
+        encrypted=bool(recipients),
+        backup_format=target.backup_format,
     )
     name = claim.name
     failpoints.reach("claimed")
@@ -197,6 +221,7 @@ def _take_backup(
                 pg_bin_dir=settings.pg_bin_dir,
                 recipients=recipients,
                 progress=progress,
+                chunk_stores=chunk_stores,
             )
             progress.close()  # the live line is gone before the next log line
             failpoints.reach("published")
@@ -218,12 +243,16 @@ def _take_backup(
                     size_bytes=result.size_bytes,
                     raw_size_bytes=result.raw_size_bytes,
                     sha256=result.sha256,
-                    compression=target.compression,
+                    compression="zstd" if dedup else target.compression,
                     compression_level=(
-                        target.compression_level
+                        COMPRESSION_LEVEL
+                        if dedup
+                        else target.compression_level
                         if target.compression_level is not None
                         else get_compression(target.compression).default_level
                     ),
+                    backup_format=target.backup_format,
+                    dedup=result.dedup.as_manifest() if result.dedup is not None else None,
                     duration_seconds=round(result.duration_seconds, 3),
                     pg_dump_version=result.archive.pg_dump_version,
                     server_version=result.archive.server_version,

@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 PREFIX = "postgres_backup_"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "bakup-manifest/1"
-NAME_PATTERN = re.compile(r"^postgres_backup_(\d{8}_\d{6})\.sql(\.gz|\.zst)?(\.age)?$")
+NAME_PATTERN = re.compile(r"^postgres_backup_(\d{8}_\d{6})\.sql(\.gz|\.zst|\.dedup)?(\.age)?$")
+# BACKUP_FORMAT: one compressed file per backup, or an index of deduplicated chunks.
+SINGLE = "single"
+DEDUP = "dedup"
+BACKUP_FORMATS = (SINGLE, DEDUP)
 
 RUNNING = "running"
 COMPLETE = "complete"
@@ -42,12 +46,16 @@ UNRECORDED = "unrecorded"
 STATUSES = (RUNNING, COMPLETE, ADOPTED, DELETING)
 
 
-def backup_name(created_at: datetime, compression: str, *, encrypted: bool = False) -> str:
-    """Return the data file name for a backup started at ``created_at`` (converted to UTC);
-    encrypted backups end in ``.age``."""
+def backup_name(
+    created_at: datetime, compression: str, *, encrypted: bool = False, backup_format: str = SINGLE
+) -> str:
+    """Return the data file name for a backup started at ``created_at`` (converted to UTC):
+    ``.sql`` and the compression's extension, or ``.sql.dedup`` for a deduplicated backup's
+    index; encrypted backups end in ``.age``."""
     stamp = created_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
     age = ".age" if encrypted else ""
-    return f"{PREFIX}{stamp}.sql{get_compression(compression).extension}{age}"
+    extension = ".dedup" if backup_format == DEDUP else get_compression(compression).extension
+    return f"{PREFIX}{stamp}.sql{extension}{age}"
 
 
 def manifest_name(name: str) -> str:
@@ -86,6 +94,9 @@ class Backup:
     # What the archive holds beyond row counts (schemas, extensions, large objects, each
     # table's data bytes), for ``bakup show``; None in manifests written before it existed.
     contents: dict[str, Any] | None = None
+    # "dedup": the data file is an index of chunks (bakup.dedup); ``dedup`` holds its figures.
+    backup_format: str = SINGLE
+    dedup: dict[str, Any] | None = None
 
     @property
     def usable(self) -> bool:
@@ -191,6 +202,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "note": (str, type(None)),
     "globals": (dict, type(None)),
     "contents": (dict, type(None)),
+    "backup_format": (str,),
+    "dedup": (dict, type(None)),
 }
 
 # The fields of a manifest's ``globals`` object and their JSON types.

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bakup import __version__, events, show
+from bakup import __version__, events, export, show
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
 from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore only this schema's objects (repeatable)",
     )
 
+    export = commands.add_parser(
+        "export", help="write a backup as the classic .sql.gz file (gunzip + pg_restore)"
+    )
+    export.add_argument("name", nargs="?", default="latest", help="backup name (default: latest)")
+    export.add_argument(
+        "--output",
+        help="file to write (default: the classic name in the current folder; - for stdout)",
+    )
+    _database_option(export, "which configured database's backup (needed when several)")
+
     show = commands.add_parser("show", help="what a backup holds: schemas, tables, rows, sizes")
     show.add_argument("name", nargs="?", default="latest", help="backup name (default: latest)")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -181,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _verify,
         "restore": _restore,
         "show": _show,
+        "export": _export,
         "prune": _prune,
         "check": _check,
         "config": _config,
@@ -408,6 +419,31 @@ def _jobs(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"--jobs takes a whole number from 1 to 64, not {text!r}")
     return int(text)
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(require_database=False)
+    target = settings.target(args.database)
+    storage = open_storage(target.location)
+    backup = choose_backup(
+        list_backups(storage, target.database.dbname if target.database else "", target.name),
+        args.name,
+    )
+    identities = settings.identities() if backup.encrypted else None
+    if args.output == "-":
+        if sys.stdout.isatty():
+            raise ConfigError(["refusing to write a backup to a terminal: give --output FILE"])
+        size = export.export_backup(storage, backup, sys.stdout.buffer, identities)
+        logging.getLogger("bakup").info("Exported %s (%s)", backup.name, megabytes(size))
+        return EXIT_OK
+    path = Path(args.output or export.export_name(backup))
+    try:
+        with export.output_file(path) as handle:
+            size = export.export_backup(storage, backup, handle, identities)
+    except OSError as error:
+        raise ConfigError([f"cannot write {path}: {error.strerror or error}"]) from None
+    print(f"{path}: {backup.name} as a gzip-compressed archive ({megabytes(size)} uncompressed)")
+    return EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:

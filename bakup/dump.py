@@ -24,6 +24,8 @@ from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.clients import dump_program
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
+from bakup.dedup.chunks import ChunkStore
+from bakup.dedup.writer import DedupStats, DedupWriter
 from bakup.encryption import EncryptingWriter
 from bakup.errors import DumpError, StorageError
 from bakup.pgtools import (
@@ -52,6 +54,7 @@ class DumpResult:
     duration_seconds: float
     archive: ArchiveSummary
     writer: StoredWriter  # still held: close it once the manifest is written
+    dedup: DedupStats | None = None  # a deduplicated backup's figures
 
 
 class _HashingSink:
@@ -108,6 +111,7 @@ def dump_to_storage(
     pg_bin_dir: Path | None = None,
     recipients: list[Any] | None = None,
     progress: Progress | None = None,  # told the archive's bytes and the table streaming past
+    chunk_stores: list[ChunkStore] | None = None,
 ) -> DumpResult:
     """Dump ``database`` into ``storage`` as ``name``, compressed (and, given age
     ``recipients``, encrypted after compression), in one streaming pass.
@@ -118,6 +122,9 @@ def dump_to_storage(
     DumpError when no installed pg_dump is new enough for the server, pg_dump cannot run, fails
     or is killed, or its output is not a complete archive; StorageError when the data cannot be
     written. On any failure nothing is left under ``name``.
+
+    Given ``chunk_stores``, the backup is deduplicated (bakup.dedup.writer): the archive is
+    stored as chunks in them and ``name`` holds its index (encrypted like the chunks).
     """
     pg_dump = dump_program(database, pg_bin_dir)
     started = time.monotonic()
@@ -145,10 +152,17 @@ def dump_to_storage(
         _widen_pipe(process.stdout.fileno())
 
         sink = _HashingSink(writer)
-        # compress -> (encrypt) -> hash -> store: the checksum covers the stored bytes.
-        encryptor = EncryptingWriter(sink, recipients) if recipients else None
-        compressor = get_compression(compression).open_writer(encryptor or sink, level)  # type: ignore[arg-type]
         counter = RowCounter()
+        encryptor: EncryptingWriter | None = None
+        compressor: Any
+        if chunk_stores is not None:
+            # The counter sees each block first, so the chunker knows where tables start.
+            compressor = deduplicator = DedupWriter(sink, chunk_stores, counter, recipients)
+        else:
+            # compress -> (encrypt) -> hash -> store: the checksum covers the stored bytes.
+            deduplicator = None
+            encryptor = EncryptingWriter(sink, recipients) if recipients else None
+            compressor = get_compression(compression).open_writer(encryptor or sink, level)  # type: ignore[arg-type]
         raw_size = 0
         archive_error: ArchiveFormatError | None = None
         read = os.read
@@ -175,6 +189,8 @@ def dump_to_storage(
             except Exception:
                 if process.poll() is None:
                     process.kill()
+                if deduplicator is not None:
+                    deduplicator.abort()
                 raise
         returncode = process.wait()
         if returncode != 0:
@@ -211,6 +227,7 @@ def dump_to_storage(
         duration_seconds=time.monotonic() - started,
         archive=summary,
         writer=writer,
+        dedup=deduplicator.stats if deduplicator is not None else None,
     )
 
 

@@ -160,7 +160,14 @@ class Claim:
         return self.owner.is_gone() or now > self.lease_expires_at
 
 
-def claim(storage: Storage, database: str, compression: str, *, encrypted: bool) -> Claim:
+def claim(
+    storage: Storage,
+    database: str,
+    compression: str,
+    *,
+    encrypted: bool,
+    backup_format: str = "single",
+) -> Claim:
     """Claim a fresh backup name in ``storage`` for a run starting now.
 
     Names have one-second resolution; when this second's name is taken (by a claim, a backup
@@ -170,7 +177,7 @@ def claim(storage: Storage, database: str, compression: str, *, encrypted: bool)
     owner = Owner.current()
     while True:
         now = datetime.now(UTC).replace(microsecond=0)
-        name = backup_name(now, compression, encrypted=encrypted)
+        name = backup_name(now, compression, encrypted=encrypted, backup_format=backup_format)
         record = Claim(name, database, now, owner, now + timedelta(seconds=LEASE_SECONDS))
         if name not in storage.list_names() and storage.create_small(
             manifest_name(name), manifest_bytes(record.to_json())

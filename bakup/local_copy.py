@@ -32,8 +32,7 @@ from typing import IO, Any, BinaryIO
 
 from bakup.archive import OFFSET_NOT_SET, OFFSET_SET, ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.catalog import Backup
-from bakup.compression import get_compression
-from bakup.encryption import open_archive
+from bakup.dedup.reader import open_backup_archive
 from bakup.errors import ChecksumMismatch, RestoreError
 from bakup.storage.base import Storage
 
@@ -165,11 +164,8 @@ def _write(
     size = 0
     with storage.open_reader(backup.name) as stored:
         hashing = HashingReader(stored)
-        stream = open_archive(
-            io.BufferedReader(hashing, READ_SIZE),
-            encrypted=backup.encrypted,
-            compression=get_compression(backup.compression),
-            identities=identities,
+        stream = open_backup_archive(
+            storage, backup, io.BufferedReader(hashing, READ_SIZE), identities
         )
         try:
             while chunk := stream.read(READ_SIZE):

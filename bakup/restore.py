@@ -39,9 +39,8 @@ from bakup import partial
 from bakup.archive import ArchiveSummary, RowCounter
 from bakup.catalog import Backup, manifest_name
 from bakup.clients import restore_program
-from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
-from bakup.encryption import open_archive
+from bakup.dedup.reader import open_backup_archive
 from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
 from bakup.local_copy import check_space, copy_directory, local_copy
 from bakup.pgtools import (
@@ -352,12 +351,7 @@ def _archive_stream(
 ) -> Iterator[BinaryIO]:
     """Open the backup's archive, decrypted and decompressed, for reading."""
     with storage.open_reader(backup.name) as stored:
-        stream = open_archive(
-            stored,
-            encrypted=backup.encrypted,
-            compression=get_compression(backup.compression),
-            identities=identities,
-        )
+        stream = open_backup_archive(storage, backup, stored, identities)
         try:
             yield stream
         finally:

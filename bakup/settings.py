@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bakup.catalog import BACKUP_FORMATS
 from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
 from bakup.errors import ConfigError
@@ -183,6 +184,13 @@ class Settings:
                     f"{levels.start} to {levels.stop - 1}"
                 )
 
+        backup_format = (env.get("BACKUP_FORMAT") or "single").strip().lower()
+        if backup_format not in BACKUP_FORMATS:
+            problems.append(
+                f"BACKUP_FORMAT is {backup_format!r}: use one of {', '.join(BACKUP_FORMATS)}"
+            )
+            backup_format = "single"
+
         pg_bin_dir = None
         if env.get("PG_BIN_DIR"):
             pg_bin_dir = Path(env["PG_BIN_DIR"])
@@ -247,6 +255,7 @@ class Settings:
             compression_level=level,
             schedule=schedule,
             storage_urls=tuple(storage_urls),
+            backup_format=backup_format,
         )
         config_file = env.get("BAKUP_CONFIG")
         if config_file:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bakup.catalog import BACKUP_FORMATS
 from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
 from bakup.errors import ConfigError
@@ -37,6 +38,7 @@ _KNOWN_KEYS = {
     "schedule",
     "compression",
     "compression_level",
+    "backup_format",
     *_RETENTION_KEYS,
 }
 
@@ -53,6 +55,7 @@ class Target:
     compression_level: int | None
     schedule: Schedule
     storage_urls: tuple[str, ...] = ()  # STORAGE_URL's destinations; empty: backup_dir
+    backup_format: str = "single"  # BACKUP_FORMAT: "single" file or "dedup" chunks
 
     @property
     def location(self) -> str | Path | tuple[str, ...]:
@@ -177,6 +180,12 @@ def _read_target(
             f"{compression} takes {levels.start} to {levels.stop - 1}"
         )
 
+    backup_format = str(entry.get("backup_format", defaults.backup_format))
+    if backup_format not in BACKUP_FORMATS:
+        problems.append(
+            f"{where}.backup_format is {backup_format!r}: use one of {', '.join(BACKUP_FORMATS)}"
+        )
+
     if len(problems) > before:
         return None
     return Target(
@@ -188,6 +197,7 @@ def _read_target(
         compression=compression,
         compression_level=level,
         schedule=schedule,
+        backup_format=backup_format,
     )
 
 

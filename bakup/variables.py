@@ -95,6 +95,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("S3_ENDPOINT_URL", STORAGE, "", "endpoint of an S3-compatible service", "url"),
     Variable("COMPRESSION", STORAGE, "gzip", "gzip, zstd or none"),
+    Variable(
+        "BACKUP_FORMAT",
+        STORAGE,
+        "single",
+        "single (one compressed file per backup) or dedup (deduplicated chunks)",
+    ),
     Variable("COMPRESSION_LEVEL", STORAGE, "gzip 2, zstd 3", "gzip 0-3, zstd 1-22"),
     Variable("ENCRYPTION_RECIPIENTS", STORAGE, "", "age public keys backups are encrypted to"),
     Variable(

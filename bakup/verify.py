@@ -43,9 +43,8 @@ from psycopg import sql
 from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.catalog import Backup
 from bakup.clients import list_program
-from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
-from bakup.encryption import open_archive
+from bakup.dedup.reader import open_backup_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
 from bakup.pgtools import connect, diagnose, die_with_parent, explain_failure
 from bakup.progress import Progress
@@ -172,7 +171,9 @@ def _read_back(
         returncode = -1
         archive_size = 0
         try:
-            returncode, archive_size = _feed_archive(backup, hashing, process, counter, identities)
+            returncode, archive_size = _feed_archive(
+                storage, backup, hashing, process, counter, identities
+            )
         except ArchiveFormatError as error:
             unreadable = f"{backup.name} does not hold a pg_dump archive: {error}"
         except (EOFError, ValueError, zstandard.ZstdError, OSError) as error:
@@ -202,6 +203,7 @@ def _read_back(
 
 
 def _feed_archive(
+    storage: Storage,
     backup: Backup,
     hashing: _HashingReader,
     process: subprocess.Popen[bytes],
@@ -213,12 +215,7 @@ def _feed_archive(
     decrypting, decompressing or parsing raises; VerifyError when pg_restore does not
     finish."""
     assert process.stdin is not None
-    stream = open_archive(
-        io.BufferedReader(hashing),
-        encrypted=backup.encrypted,
-        compression=get_compression(backup.compression),
-        identities=identities,
-    )
+    stream = open_backup_archive(storage, backup, io.BufferedReader(hashing), identities)
     size = 0
     progress = Progress(f"Reading back {backup.name}", total=backup.raw_size_bytes or None)
     try:

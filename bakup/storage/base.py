@@ -14,6 +14,11 @@ import abc
 from collections.abc import Collection
 from typing import BinaryIO
 
+from bakup.errors import StorageError
+
+# Where a destination keeps deduplicated backups' chunks: a folder or prefix beside the backups.
+CHUNKS_FOLDER = "chunks"
+
 
 class StoredWriter(abc.ABC):
     """A data object being written: invisible under its final name until ``commit``."""
@@ -87,6 +92,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Delete ``name`` if it exists. Raises StorageError."""
+
+    def list_sizes(self) -> dict[str, int]:
+        """Return each finished object's stored size, by name. Raises StorageError."""
+        return {name: self.size(name) for name in self.list_names()}
+
+    def chunk_storages(self) -> list[Storage]:
+        """Return, for each destination, the storage that holds its deduplicated chunks (a
+        ``chunks`` folder or prefix beside the backups). Raises StorageError."""
+        raise StorageError(f"{self.describe()} cannot hold deduplicated backups", transient=False)
 
     def unfinished_names(self) -> list[str]:
         """Return the names of data objects whose writing never finished and left something

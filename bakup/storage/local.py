@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bakup.errors import StorageError
-from bakup.storage.base import Storage, StoredWriter
+from bakup.storage.base import CHUNKS_FOLDER, Storage, StoredWriter
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -212,6 +212,21 @@ class LocalStorage(Storage):
             return []
         except OSError as error:
             raise StorageError(describe_os_error(error, self.directory)) from None
+
+    def list_sizes(self) -> dict[str, int]:
+        try:
+            return {
+                entry.name: entry.stat().st_size
+                for entry in os.scandir(self.directory)
+                if entry.is_file() and not entry.name.startswith(".")
+            }
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory)) from None
+
+    def chunk_storages(self) -> list[Storage]:
+        return [LocalStorage(self.directory / CHUNKS_FOLDER)]
 
     def delete(self, name: str) -> None:
         try:

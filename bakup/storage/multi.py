@@ -122,6 +122,10 @@ class MultiStorage(Storage):
             common &= set(member.list_names())
         return sorted(common)
 
+    def chunk_storages(self) -> list[Storage]:
+        """Each destination keeps its own chunks: one per member."""
+        return [store for member in self.members for store in member.chunk_storages()]
+
     def delete(self, name: str) -> None:
         for member in self.members:
             member.delete(name)

@@ -30,7 +30,7 @@ from obstore.store import from_url
 
 from bakup.errors import StorageError
 from bakup.storage import uploads
-from bakup.storage.base import Storage, StoredWriter
+from bakup.storage.base import CHUNKS_FOLDER, Storage, StoredWriter
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -231,6 +231,16 @@ class ObjectStorage(Storage):
             for meta in self._objects()
             if not os.path.basename(meta["path"]).startswith(".")
         )
+
+    def list_sizes(self) -> dict[str, int]:
+        return {
+            meta["path"]: int(meta["size"])
+            for meta in self._objects()
+            if not os.path.basename(meta["path"]).startswith(".")
+        }
+
+    def chunk_storages(self) -> list[Storage]:
+        return [ObjectStorage(f"{self.url}/{CHUNKS_FOLDER}", endpoint=self.endpoint)]
 
     def delete(self, name: str) -> None:
         try:

@@ -1,0 +1,208 @@
+"""The chunk store of each destination: where chunks live, how they are named, written and read.
+
+A chunk is named by a keyed hash of its plaintext, HMAC-SHA256 under the store's chunk key, so
+the names say nothing about the data to whoever can list the bucket without the key, and equal
+chunks get equal names (that is the deduplication). It is stored compressed (zstd) and, when
+the backups are encrypted, age-encrypted to ENCRYPTION_RECIPIENTS. A chunk object is written
+once, create-only, and never changed; only garbage collection deletes it (bakup.dedup.collect).
+
+The chunk key (32 random bytes) is made by the first deduplicated backup of a destination and
+kept in that destination's chunk store, as ``key`` (plain JSON) or, for encrypted backups,
+``key.age`` (encrypted to the recipients): restoring needs nothing but the storage and, when
+encrypted, the age identity. A machine that takes encrypted backups reads the key with
+ENCRYPTION_IDENTITY_FILE.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import pyrage
+import zstandard
+
+from bakup.errors import BakupError, ConfigError, StorageError
+from bakup.storage.base import Storage
+
+KEY_FORMAT = "bakup-chunk-key/1"
+PLAIN_KEY = "key"
+ENCRYPTED_KEY = "key.age"
+CHUNK_NAME = re.compile(r"^[0-9a-f]{64}$")
+COMPRESSION_LEVEL = 3
+AGE_MAGIC = b"age-encryption.org/"
+
+
+class ChunkError(BakupError):
+    """A chunk is missing, unreadable or does not match its name."""
+
+
+def chunk_id(key: bytes, data: bytes | memoryview) -> str:
+    """Return the name of the chunk holding ``data``: HMAC-SHA256 under ``key``, in hex."""
+    return hmac.digest(key, data, "sha256").hex()
+
+
+@dataclass
+class ChunkStore:
+    """One destination's chunks: its storage and chunk key, and which chunks it holds."""
+
+    storage: Storage
+    key: bytes
+    encrypted: bool
+
+    def names(self) -> dict[str, int]:
+        """Return the chunks stored here and their stored sizes. Raises StorageError."""
+        return {
+            name: size for name, size in self.storage.list_sizes().items() if CHUNK_NAME.match(name)
+        }
+
+    def put(self, name: str, blob: bytes) -> None:
+        """Store the sealed chunk ``blob`` as ``name`` unless it is there already (the same
+        name holds the same data). Raises StorageError."""
+        self.storage.create_small(name, blob)
+
+    def get(self, name: str, identities: list[Any] | None) -> bytes:
+        """Return chunk ``name``'s plaintext, checked against its name. Raises ChunkError when
+        it is missing, does not decrypt or decompress, or does not match; StorageError when
+        the storage fails."""
+        try:
+            blob = self.storage.get_small(name)
+        except FileNotFoundError:
+            raise ChunkError(
+                f"chunk {name[:16]}... is missing from {self.storage.describe()}", stage="verify"
+            ) from None
+        data = open_chunk(blob, identities, name)
+        if chunk_id(self.key, data) != name:
+            raise ChunkError(
+                f"chunk {name[:16]}... in {self.storage.describe()} does not match its name "
+                "(corrupted)",
+                stage="verify",
+            )
+        return data
+
+
+def seal_chunk(data: bytes | memoryview, recipients: list[Any] | None) -> bytes:
+    """Compress (and, given age ``recipients``, encrypt) a chunk for storing."""
+    blob = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(data)
+    return pyrage.encrypt(blob, recipients) if recipients else blob
+
+
+def open_chunk(blob: bytes, identities: list[Any] | None, name: str) -> bytes:
+    """Undo seal_chunk (an age file is recognised by its header). Raises ChunkError when the
+    blob does not decrypt or decompress, ConfigError when it is encrypted and no identity is
+    given."""
+    try:
+        if blob.startswith(AGE_MAGIC):
+            if not identities:
+                raise ConfigError(
+                    [
+                        "this backup is encrypted: set ENCRYPTION_IDENTITY_FILE to a file "
+                        "holding its age secret key"
+                    ]
+                )
+            blob = pyrage.decrypt(blob, identities)
+        return zstandard.ZstdDecompressor().decompress(blob)
+    except pyrage.DecryptError:
+        raise ChunkError(f"chunk {name[:16]}... does not decrypt", stage="verify") from None
+    except zstandard.ZstdError:
+        raise ChunkError(
+            f"chunk {name[:16]}... does not decompress (corrupted)", stage="verify"
+        ) from None
+
+
+def open_chunk_stores(
+    storage: Storage,
+    *,
+    encrypted: bool,
+    recipients: list[Any] | None = None,
+    identities: list[Any] | None = None,
+    create: bool = False,
+) -> list[ChunkStore]:
+    """Return the chunk store of each of ``storage``'s destinations, with its key.
+
+    ``encrypted`` picks the key of encrypted or of unencrypted backups. A backup gives its
+    ``recipients`` and ``create``, which makes the key where there is none yet; a reader
+    (restore, verify) gives ``identities`` for an encrypted backup, and a missing key means no
+    deduplicated backup was written there. Raises
+    ConfigError when the key is encrypted and no identity can read it, StorageError when
+    the storage fails, ChunkError when a destination has no key and ``create`` is false.
+    """
+    stores = []
+    for member in storage.chunk_storages():
+        if create:
+            member.prepare()
+        key = _load_key(member, encrypted, recipients, identities, create)
+        stores.append(ChunkStore(member, key, encrypted))
+    return stores
+
+
+def _load_key(
+    storage: Storage,
+    encrypted: bool,
+    recipients: list[Any] | None,
+    identities: list[Any] | None,
+    create: bool,
+) -> bytes:
+    """The chunk key of one chunk store for backups encrypted (``recipients``) or not: read,
+    or made create-only (a concurrent first backup may win the race: its key is read back).
+
+    Encrypted and unencrypted backups have keys of their own, so their chunks never share a
+    name: an encrypted backup never refers to a chunk stored in clear.
+    """
+    for _attempt in range(2):
+        try:
+            return _read_key(storage, identities, encrypted)
+        except FileNotFoundError:
+            if not create:
+                raise ChunkError(
+                    f"{storage.describe()} holds no chunk key: no deduplicated backup was "
+                    "written there",
+                    stage="verify",
+                ) from None
+        key = secrets.token_bytes(32)
+        record = json.dumps({"format": KEY_FORMAT, "key": key.hex()}).encode()
+        if encrypted:
+            created = storage.create_small(ENCRYPTED_KEY, pyrage.encrypt(record, recipients or []))
+        else:
+            created = storage.create_small(PLAIN_KEY, record)
+        if created:
+            return key
+    raise StorageError(f"cannot read or create the chunk key in {storage.describe()}")
+
+
+def _read_key(storage: Storage, identities: list[Any] | None, encrypted: bool) -> bytes:
+    """Read the chunk key; raises FileNotFoundError when there is none."""
+    if not encrypted:
+        record = storage.get_small(PLAIN_KEY)
+    else:
+        sealed = storage.get_small(ENCRYPTED_KEY)  # FileNotFoundError: no key yet
+        if not identities:
+            raise ConfigError(
+                [
+                    f"the chunk key of {storage.describe()} is encrypted: set "
+                    "ENCRYPTION_IDENTITY_FILE on this machine so deduplicated backups can "
+                    "name their chunks"
+                ]
+            )
+        try:
+            record = pyrage.decrypt(sealed, identities)
+        except pyrage.DecryptError:
+            raise ConfigError(
+                [
+                    f"ENCRYPTION_IDENTITY_FILE cannot decrypt the chunk key of "
+                    f"{storage.describe()}: it holds none of the keys the backups were "
+                    "encrypted to"
+                ]
+            ) from None
+    try:
+        data = json.loads(record)
+        if data.get("format") != KEY_FORMAT:
+            raise ValueError(data.get("format"))
+        return bytes.fromhex(data["key"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StorageError(
+            f"the chunk key in {storage.describe()} is unreadable", transient=False
+        ) from None

@@ -1,0 +1,140 @@
+"""Reading a deduplicated backup: its index, then its chunks in order, as one archive stream.
+
+Restore, verify and ``bakup export`` read a deduplicated backup through the same stream
+interface as a single-file one (``open_backup_archive``): the caller still hashes the stored
+data file (here the index) against the manifest, and every chunk is checked against its name
+(a keyed hash of its plaintext) as it is read. A few chunks are fetched ahead, so a remote
+store's latency overlaps the consumer's work.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, BinaryIO
+
+import pyrage
+import zstandard
+
+from bakup.catalog import Backup
+from bakup.compression import get_compression
+from bakup.dedup.chunks import AGE_MAGIC, ChunkError, ChunkStore, open_chunk_stores
+from bakup.dedup.writer import INDEX_FORMAT
+from bakup.encryption import open_archive
+from bakup.errors import ConfigError, StorageError
+from bakup.storage.base import Storage
+
+DEDUP = "dedup"
+READ_AHEAD = 8
+
+
+def read_index(data: bytes, identities: list[Any] | None, name: str) -> list[tuple[str, int]]:
+    """Return the (chunk name, length) pairs of a backup's index file ``data``.
+
+    Raises ConfigError when it is encrypted and no identity is given, ChunkError when it does
+    not decrypt, decompress or parse."""
+    try:
+        if data.startswith(AGE_MAGIC):
+            if not identities:
+                raise ConfigError(
+                    [
+                        "this backup is encrypted: set ENCRYPTION_IDENTITY_FILE to a file "
+                        "holding its age secret key"
+                    ]
+                )
+            data = pyrage.decrypt(data, identities)
+        index = json.loads(zstandard.ZstdDecompressor().decompress(data))
+        if index.get("format") != INDEX_FORMAT:
+            raise ValueError(index.get("format"))
+        return [(str(chunk), int(length)) for chunk, length in index["chunks"]]
+    except pyrage.DecryptError:
+        raise ChunkError(f"the index of {name} does not decrypt", stage="verify") from None
+    except (ValueError, KeyError, TypeError, AttributeError, zstandard.ZstdError):
+        raise ChunkError(f"the index of {name} is unreadable (corrupted)", stage="verify") from None
+
+
+def fetch_chunk(stores: list[ChunkStore], name: str, identities: list[Any] | None) -> bytes:
+    """Return chunk ``name`` from the first destination that has it intact. Raises the last
+    destination's ChunkError (or StorageError) when none has."""
+    failure: Exception | None = None
+    for store in stores:
+        try:
+            return store.get(name, identities)
+        except (ChunkError, StorageError) as error:
+            failure = error
+    assert failure is not None
+    raise failure
+
+
+class DedupReader(io.RawIOBase):
+    """The archive of a deduplicated backup, reassembled from its chunks."""
+
+    def __init__(
+        self, stores: list[ChunkStore], index: list[tuple[str, int]], identities: list[Any] | None
+    ) -> None:
+        self._stores = stores
+        self._identities = identities
+        self._names: Iterator[tuple[str, int]] = iter(index)
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="bakup-read-chunks")
+        self._ahead: deque[tuple[int, Future[bytes]]] = deque()
+        self._current = memoryview(b"")
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._ahead) < READ_AHEAD:
+            entry = next(self._names, None)
+            if entry is None:
+                return
+            name, length = entry
+            self._ahead.append(
+                (length, self._pool.submit(fetch_chunk, self._stores, name, self._identities))
+            )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._current:
+            if not self._ahead:
+                return 0
+            length, future = self._ahead.popleft()
+            data = future.result()
+            if len(data) != length:
+                raise ChunkError("a chunk's length differs from its index entry", stage="verify")
+            self._current = memoryview(data)
+            self._fill()
+        size = min(len(buffer), len(self._current))
+        buffer[:size] = self._current[:size]
+        self._current = self._current[size:]
+        return size
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
+
+def open_backup_archive(
+    storage: Storage, backup: Backup, stored: BinaryIO, identities: list[Any] | None
+) -> BinaryIO:
+    """Return the pg_dump archive of ``backup`` given its stored data file's stream
+    ``stored`` (the caller may hash it on the way): decrypted and decompressed for a
+    single-file backup, reassembled from its chunks for a deduplicated one.
+
+    Raises ConfigError / EncryptionError when it cannot be decrypted, ChunkError when the
+    index or a chunk is missing or damaged, StorageError when the storage fails.
+    """
+    if backup.backup_format != DEDUP:
+        return open_archive(
+            stored,
+            encrypted=backup.encrypted,
+            compression=get_compression(backup.compression),
+            identities=identities,
+        )
+    index = read_index(stored.read(), identities, backup.name)
+    stores = open_chunk_stores(
+        storage, encrypted=backup.encrypted, identities=identities if backup.encrypted else None
+    )
+    return io.BufferedReader(DedupReader(stores, index, identities), 1 << 20)
