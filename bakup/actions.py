@@ -25,6 +25,8 @@ from bakup.catalog import (
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dedup.chunks import COMPRESSION_LEVEL, open_chunk_stores
+from bakup.dedup.collect import collect, wait_for_collections
+from bakup.dedup.collect import describe as describe_collections
 from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.globals import capture_globals
@@ -205,6 +207,9 @@ def _take_backup(
     )
     name = claim.name
     failpoints.reach("claimed")
+    if dedup:
+        # After the claim, before the chunks are listed: see bakup.dedup.collect.
+        wait_for_collections(storage)
     log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
     log.info("Compressing backup...")
     try:
@@ -350,6 +355,18 @@ def _prune_one(
             else:
                 lifecycle.retire(storage, backup)
                 log.info("Deleted %s: %s", backup.name, reason)
+        collected = collect(storage, dry_run=dry_run)
+        for result in collected:
+            if result.skipped:
+                log.info("Chunks in %s not collected: %s", result.store, result.skipped)
+            elif result.deleted:
+                log.info(
+                    "%s %d chunks no backup references (%s) in %s",
+                    "Would delete" if dry_run else "Deleted",
+                    len(result.deleted),
+                    megabytes(result.deleted_bytes),
+                    result.store,
+                )
         if not dry_run:
             # Uploads are aborted here, after any backup of this run, not before it: the
             # clients that list them (boto3 above all) would otherwise sit in memory beside
@@ -374,6 +391,7 @@ def _prune_one(
                     "stored_backups": len(kept),
                     "stored_bytes": sum(backup.size_bytes for backup in kept),
                     "oldest_created_at": min((b.created_at for b in kept), default=None),
+                    "chunks": describe_collections(collected),
                 },
             )
         )
@@ -402,7 +420,9 @@ def run_restore(
             backup,
             destination,
             pg_bin_dir=settings.pg_bin_dir,
-            identities=settings.identities() if backup.encrypted else None,
+            identities=settings.identities()
+            if backup.encrypted or backup.backup_format == DEDUP
+            else None,
             options=options,
         )
     except BakupError as error:
@@ -536,7 +556,9 @@ def _check_stored(
 ) -> Backup:
     """Read the stored backup back into ``result``'s checks; returns the backup, described
     if it was adopted. Raises BakupError when a check fails."""
-    identities = settings.identities() if backup.encrypted else None
+    identities = (
+        settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
+    )
     if backup.encrypted and identities is None and backup.described:
         keyless = check_without_key(storage, backup)
         result.level, result.checks, result.notes = keyless.level, keyless.checks, keyless.notes
@@ -566,7 +588,9 @@ def _test_restore(
         log.warning("WARNING: %s", result.notes[-1])
         return
     try:
-        identities = settings.identities() if backup.encrypted else None
+        identities = (
+            settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
+        )
         started = time.monotonic()
         result.checks += restore_test(storage, backup, server, settings.pg_bin_dir, identities)
         result.restore_seconds = time.monotonic() - started

@@ -50,12 +50,13 @@ def backup_name(
     created_at: datetime, compression: str, *, encrypted: bool = False, backup_format: str = SINGLE
 ) -> str:
     """Return the data file name for a backup started at ``created_at`` (converted to UTC):
-    ``.sql`` and the compression's extension, or ``.sql.dedup`` for a deduplicated backup's
-    index; encrypted backups end in ``.age``."""
+    ``.sql`` and the compression's extension, then ``.age`` when encrypted; or ``.sql.dedup``
+    for a deduplicated backup's index, encrypted or not."""
     stamp = created_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
+    if backup_format == DEDUP:  # the index is never encrypted (its chunks are)
+        return f"{PREFIX}{stamp}.sql.dedup"
     age = ".age" if encrypted else ""
-    extension = ".dedup" if backup_format == DEDUP else get_compression(compression).extension
-    return f"{PREFIX}{stamp}.sql{extension}{age}"
+    return f"{PREFIX}{stamp}.sql{get_compression(compression).extension}{age}"
 
 
 def manifest_name(name: str) -> str:
@@ -276,7 +277,7 @@ def unrecorded_backup(name: str, size: int, database: str, note: str) -> Backup:
     match = NAME_PATTERN.match(name)
     assert match is not None
     extension = match.group(2) or ""
-    compression = {".gz": "gzip", ".zst": "zstd", "": "none"}[extension]
+    compression = {".gz": "gzip", ".zst": "zstd", "": "none", ".dedup": "zstd"}[extension]
     return Backup(
         name=name,
         database=database,
@@ -293,6 +294,8 @@ def unrecorded_backup(name: str, size: int, database: str, note: str) -> Backup:
         encrypted=bool(match.group(3)),
         status=UNRECORDED,
         note=note,
+        # A deduplicated index says nothing of encryption: its chunks tell (bakup.dedup.reader).
+        backup_format=DEDUP if extension == ".dedup" else SINGLE,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bakup import __version__, events, export, show
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
-from bakup.catalog import Backup, list_backups
+from bakup.catalog import DEDUP, Backup, list_backups
 from bakup.checks import run_checks
 from bakup.dburl import DatabaseUrlError, parse_database_url
 from bakup.errors import BakupError, ConfigError, Terminated
@@ -429,7 +429,9 @@ def _export(args: argparse.Namespace) -> int:
         list_backups(storage, target.database.dbname if target.database else "", target.name),
         args.name,
     )
-    identities = settings.identities() if backup.encrypted else None
+    identities = (
+        settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
+    )
     if args.output == "-":
         if sys.stdout.isatty():
             raise ConfigError(["refusing to write a backup to a terminal: give --output FILE"])

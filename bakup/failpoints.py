@@ -18,7 +18,12 @@ POINTS = (
     "retiring",  # retention marked a backup deleting, its data still there
     "retired-data",  # its data deleted, its manifest not yet
     "verifying",  # a verification read the backup and is about to record the result
+    "chunks-stored",  # a deduplicated backup stored its chunks, its index not yet written
+    "collecting",  # a chunk collection is recorded, nothing deleted yet
+    "collected-one",  # a chunk collection deleted one unreferenced chunk
 )
+# The points only deduplicated backups reach (their chunks, and the prune's collection).
+DEDUP_POINTS = ("chunks-stored", "collecting", "collected-one")
 
 
 def reach(point: str) -> None:

@@ -126,51 +126,80 @@ def open_chunk_stores(
     ``encrypted`` picks the key of encrypted or of unencrypted backups. A backup gives its
     ``recipients`` and ``create``, which makes the key where there is none yet; a reader
     (restore, verify) gives ``identities`` for an encrypted backup, and a missing key means no
-    deduplicated backup was written there. Raises
-    ConfigError when the key is encrypted and no identity can read it, StorageError when
-    the storage fails, ChunkError when a destination has no key and ``create`` is false.
+    deduplicated backup was written there.
+
+    Every destination of one backup holds the same key: a backup names each chunk once and
+    writes the same index to all of them, so a chunk has one name everywhere and any
+    destination can stand in for another. A destination without a key (a new one, or one
+    added to STORAGE_URL later) is given the others' key. Raises ConfigError when the key is
+    encrypted and no identity can read it, StorageError when the storage fails or the
+    destinations hold different keys, ChunkError when a destination has no key and ``create``
+    is false.
     """
-    stores = []
-    for member in storage.chunk_storages():
+    members = storage.chunk_storages()
+    found: list[bytes | None] = []
+    for member in members:
         if create:
             member.prepare()
-        key = _load_key(member, encrypted, recipients, identities, create)
-        stores.append(ChunkStore(member, key, encrypted))
-    return stores
+        try:
+            found.append(_read_key(member, identities, encrypted))
+        except FileNotFoundError:
+            if not create:
+                raise ChunkError(
+                    f"{member.describe()} holds no chunk key: no deduplicated backup was "
+                    "written there",
+                    stage="verify",
+                ) from None
+            found.append(None)
+    key = _same_key(members, found)
+    for member, held in zip(members, found, strict=True):
+        if held is None:
+            key = _store_key(member, key, encrypted, recipients, identities)
+            _same_key(members, [key, *(k for k in found if k is not None)])
+    assert key is not None  # every member had a key or was given one
+    return [ChunkStore(member, key, encrypted) for member in members]
 
 
-def _load_key(
+def _same_key(members: list[Storage], keys: list[bytes | None]) -> bytes | None:
+    """The one key among ``keys`` (None: none yet). Raises StorageError when they differ."""
+    distinct = list(dict.fromkeys(key for key in keys if key is not None))
+    if len(distinct) > 1:
+        raise StorageError(
+            f"the destinations {' and '.join(m.describe() for m in members)} hold different "
+            "chunk keys (each had deduplicated backups of its own): a backup to several "
+            "destinations needs one key; back up to a new, empty destination instead of one "
+            "of them",
+            transient=False,
+        )
+    return distinct[0] if distinct else None
+
+
+def _store_key(
     storage: Storage,
+    key: bytes | None,
     encrypted: bool,
     recipients: list[Any] | None,
     identities: list[Any] | None,
-    create: bool,
 ) -> bytes:
-    """The chunk key of one chunk store for backups encrypted (``recipients``) or not: read,
-    or made create-only (a concurrent first backup may win the race: its key is read back).
+    """Store ``key`` (None: a new random one) as the chunk key of ``storage``, for backups
+    encrypted (``recipients``) or not, create-only; returns the key the store then holds (a
+    concurrent first backup may win the race: its key is read back).
 
     Encrypted and unencrypted backups have keys of their own, so their chunks never share a
     name: an encrypted backup never refers to a chunk stored in clear.
     """
-    for _attempt in range(2):
-        try:
-            return _read_key(storage, identities, encrypted)
-        except FileNotFoundError:
-            if not create:
-                raise ChunkError(
-                    f"{storage.describe()} holds no chunk key: no deduplicated backup was "
-                    "written there",
-                    stage="verify",
-                ) from None
-        key = secrets.token_bytes(32)
-        record = json.dumps({"format": KEY_FORMAT, "key": key.hex()}).encode()
-        if encrypted:
-            created = storage.create_small(ENCRYPTED_KEY, pyrage.encrypt(record, recipients or []))
-        else:
-            created = storage.create_small(PLAIN_KEY, record)
-        if created:
-            return key
-    raise StorageError(f"cannot read or create the chunk key in {storage.describe()}")
+    key = key if key is not None else secrets.token_bytes(32)
+    record = json.dumps({"format": KEY_FORMAT, "key": key.hex()}).encode()
+    if encrypted:
+        created = storage.create_small(ENCRYPTED_KEY, pyrage.encrypt(record, recipients or []))
+    else:
+        created = storage.create_small(PLAIN_KEY, record)
+    if created:
+        return key
+    try:
+        return _read_key(storage, identities, encrypted)
+    except FileNotFoundError:
+        raise StorageError(f"cannot read or create the chunk key in {storage.describe()}") from None
 
 
 def _read_key(storage: Storage, identities: list[Any] | None, encrypted: bool) -> bytes:

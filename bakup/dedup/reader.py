@@ -116,6 +116,18 @@ class DedupReader(io.RawIOBase):
         super().close()
 
 
+def _chunks_encrypted(storage: Storage, index: list[tuple[str, int]]) -> bool:
+    """Whether the first chunk of ``index`` is age-encrypted (False when there is none)."""
+    if not index:
+        return False
+    for chunks in storage.chunk_storages():
+        try:
+            return chunks.get_small(index[0][0]).startswith(AGE_MAGIC)
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def open_backup_archive(
     storage: Storage, backup: Backup, stored: BinaryIO, identities: list[Any] | None
 ) -> BinaryIO:
@@ -134,7 +146,9 @@ def open_backup_archive(
             identities=identities,
         )
     index = read_index(stored.read(), identities, backup.name)
+    # A backup without its manifest (adopted) does not record encryption: its chunks show it.
+    encrypted = backup.encrypted or _chunks_encrypted(storage, index)
     stores = open_chunk_stores(
-        storage, encrypted=backup.encrypted, identities=identities if backup.encrypted else None
+        storage, encrypted=encrypted, identities=identities if encrypted else None
     )
     return io.BufferedReader(DedupReader(stores, index, identities), 1 << 20)

@@ -164,9 +164,12 @@ class LocalStorage(Storage):
                     partial.unlink(missing_ok=True)
             _fsync_directory(self.directory)
         except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
+        finally:
+            # Whatever stopped it (an error, SIGTERM's exception mid-write): no temporary file
+            # is left; after a rename or link it is already gone.
             with contextlib.suppress(OSError):
                 partial.unlink()
-            raise StorageError(describe_os_error(error, self.directory), stage="manifest") from None
         return True
 
     def append_small(self, name: str, data: bytes) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pyrage
@@ -111,7 +113,8 @@ def test_encrypted_round_trip(sample: Database, target_database: Database, tmp_p
     assert not (backup_dir / "chunks" / "key").exists()
     for name in chunk_files(backup_dir):
         assert (backup_dir / "chunks" / name).read_bytes().startswith(b"age-encryption.org/")
-    assert manifests(backup_dir)[-1]["name"].endswith(".sql.dedup.age")
+    latest = manifests(backup_dir)[-1]
+    assert latest["name"].endswith(".sql.dedup") and latest["encrypted"] is True
     restored = run_bakup("restore", "latest", "--jobs", "2", env=env)
     assert restored.returncode == 0, restored.stderr
     assert table_fingerprints(sample.server, target_database.name) == table_fingerprints(
@@ -149,3 +152,94 @@ def test_export_restores_with_gunzip_and_pg_restore(
     assert table_fingerprints(server, target_database.name) == table_fingerprints(
         server, sample.name
     )
+
+
+def referenced_chunks(backup_dir: Path) -> set[str]:
+    """Every chunk the indexes in ``backup_dir`` name."""
+    from bakup.dedup.reader import read_index
+
+    return {
+        chunk
+        for index in backup_dir.glob("postgres_backup_*.sql.dedup")
+        for chunk, _ in read_index(index.read_bytes(), None, index.name)
+    }
+
+
+@pytest.fixture
+def changing(sample: Database, pg_server: PostgresServer) -> Database:
+    """A copy of the sample database that a test may change."""
+    db = create_database(pg_server, "dedupchange")
+    pg_server.psql("postgres", f'DROP DATABASE "{db.name}"')
+    pg_server.psql("postgres", f'CREATE DATABASE "{db.name}" TEMPLATE "{sample.name}"')
+    return db
+
+
+def test_retention_deletes_old_backups_and_only_the_chunks_no_kept_backup_needs(
+    changing: Database, tmp_path: Path
+) -> None:
+    backup_dir = tmp_path / "b"
+    env = base_env(
+        DATABASE_URL=changing.url,
+        BACKUP_DIR=str(backup_dir),
+        BACKUP_FORMAT="dedup",
+        MAX_BACKUPS="2",
+    )
+    for day in range(3):
+        changing.psql(f"DELETE FROM sales.orders WHERE id % 97 = {day}")
+        made = run_bakup("backup", env=env)
+        assert made.returncode == 0, made.stderr
+    assert len(manifests(backup_dir)) == 2
+    stored = set(chunk_files(backup_dir))
+    assert stored == referenced_chunks(backup_dir)  # nothing unreferenced, nothing missing
+    assert "chunks no backup references" in made.stdout
+    for manifest in manifests(backup_dir):
+        checked = run_bakup("verify", manifest["name"], env=env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "claimed",
+        "chunks-stored",
+        "published",
+        "completed",
+        "retiring",
+        "retired-data",
+        "collecting",
+        "collected-one",
+    ],
+)
+def test_a_crash_at_any_step_of_a_dedup_backup_or_prune_keeps_every_kept_backup_whole(
+    changing: Database, tmp_path: Path, point: str
+) -> None:
+    backup_dir = tmp_path / "b"
+    env = base_env(
+        DATABASE_URL=changing.url,
+        BACKUP_DIR=str(backup_dir),
+        BACKUP_FORMAT="dedup",
+        MAX_BACKUPS="1",
+    )
+    assert run_bakup("backup", env=env).returncode == 0
+    changing.psql("DELETE FROM sales.orders WHERE id % 13 = 0")
+    time.sleep(1)  # the next backup gets the next second's name
+    crashed = run_bakup("backup", env={**env, "BAKUP_CRASH_AT": point})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+
+    def every_listed_backup_verifies() -> list[str]:
+        listing = json.loads(run_bakup("list", "--json", env=env).stdout)
+        for item in listing:
+            checked = run_bakup("verify", item["name"], env=env)
+            assert checked.returncode == 0, (item, checked.stdout + checked.stderr)
+        return [item["name"] for item in listing]
+
+    assert every_listed_backup_verifies()
+    recovered = run_bakup("backup", env=env)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    names = every_listed_backup_verifies()
+    assert len(names) <= 2
+    # The next prune finished what the crash left: no chunk without an index naming it, no
+    # collection record, no claim.
+    assert set(chunk_files(backup_dir)) == referenced_chunks(backup_dir)
+    assert not list((backup_dir / "chunks").glob("gc-*.json"))
+    assert all(m["status"] == "complete" for m in manifests(backup_dir))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bakup.failpoints import POINTS
+from bakup.failpoints import DEDUP_POINTS, POINTS
 from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.integration.faults import is_root, pausing_pg_bin, small_filesystem
 from tests.support.postgres_server import find_server_bin
@@ -344,7 +344,7 @@ def assert_settled(place: Place, env: dict[str, str]) -> list[dict]:
     return items
 
 
-@pytest.mark.parametrize("point", [p for p in POINTS if p != "verifying"])
+@pytest.mark.parametrize("point", [p for p in POINTS if p not in ("verifying", *DEDUP_POINTS)])
 def test_a_crash_at_any_step_of_a_backup_or_prune_loses_no_backup(
     small_db: Database, place: Place, point: str
 ) -> None:
