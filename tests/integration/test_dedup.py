@@ -7,14 +7,18 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyrage
 import pytest
 
-from tests.conftest import Database, base_env, create_database, run_bakup
+from tests.conftest import REPO, Database, base_env, create_database, run_bakup
+from tests.integration.faults import pausing_pg_bin
 from tests.support.postgres_server import PostgresServer, find_server_bin
+from tests.support.s3_server import S3Server
 from tests.support.sample_data import load_sample_data, table_fingerprints
 
 pytestmark = pytest.mark.integration
@@ -243,3 +247,99 @@ def test_a_crash_at_any_step_of_a_dedup_backup_or_prune_keeps_every_kept_backup_
     assert set(chunk_files(backup_dir)) == referenced_chunks(backup_dir)
     assert not list((backup_dir / "chunks").glob("gc-*.json"))
     assert all(m["status"] == "complete" for m in manifests(backup_dir))
+
+
+def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup_for_a_collection(
+    changing: Database, s3: S3Server, tmp_path: Path
+) -> None:
+    """Two machines share a bucket (their run locks are local): a prune elsewhere while a
+    deduplicated backup runs collects nothing; a backup that finds a live collection record
+    waits for it to go before it trusts the chunk listing."""
+    env = base_env(
+        DATABASE_URL=changing.url,
+        STORAGE_URL="s3://backups/shared",
+        BACKUP_FORMAT="dedup",
+        MAX_BACKUPS="1",
+        **s3.env(),
+    )
+    assert run_bakup("backup", env=env).returncode == 0
+    changing.psql("DELETE FROM sales.orders WHERE id % 11 = 0")
+    client = s3.client()
+
+    def chunk_keys() -> set[str]:
+        found = client.list_objects_v2(Bucket="backups", Prefix="shared/chunks/")
+        return {item["Key"] for item in found.get("Contents", [])}
+
+    # Machine one: a backup paused mid-dump. Machine two: MAX_BACKUPS=0 would let every
+    # chunk go, and its prune must not collect while that backup's claim is live.
+    one = {
+        **env,
+        "TMPDIR": str(tmp_path),
+        "PG_BIN_DIR": str(
+            pausing_pg_bin(tmp_path / "bin", pause_after_bytes=200_000, pause_seconds=8)
+        ),
+    }
+    (tmp_path / "other").mkdir()
+    two = {**env, "TMPDIR": str(tmp_path / "other")}
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=one,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            key.endswith(".json")
+            and b'"running"' in client.get_object(Bucket="backups", Key=key)["Body"].read()
+            for key in {
+                i["Key"]
+                for i in client.list_objects_v2(Bucket="backups", Prefix="shared/").get(
+                    "Contents", []
+                )
+            }
+        ):
+            assert time.monotonic() < deadline and backup.poll() is None
+            time.sleep(0.2)
+        before = chunk_keys()
+        pruned = run_bakup("prune", env=two)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "a backup is being written" in pruned.stdout
+        assert chunk_keys() >= before
+        stdout, stderr = backup.communicate(timeout=120)
+    finally:
+        backup.kill()
+        backup.wait()
+    assert backup.returncode == 0, stdout + stderr
+    for item in json.loads(run_bakup("list", "--json", env=env).stdout):
+        checked = run_bakup("verify", item["name"], env=env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # A live collection record (this test process is its owner): the backup waits for it.
+    from bakup.dedup.collect import _Record
+    from bakup.lifecycle import Owner
+
+    record = _Record(Owner.current(), datetime.now(UTC) + timedelta(minutes=5))
+    client.put_object(
+        Bucket="backups", Key="shared/chunks/gc-0123456789abcdef.json", Body=record.to_json()
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", "backup"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(5)
+        assert waiting.poll() is None  # still waiting
+        client.delete_object(Bucket="backups", Key="shared/chunks/gc-0123456789abcdef.json")
+        stdout, stderr = waiting.communicate(timeout=120)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, stdout + stderr
+    assert "Waiting for the chunk collection" in stdout
