@@ -41,10 +41,11 @@ import zstandard
 from psycopg import sql
 
 from bakup.archive import ArchiveFormatError, ArchiveSummary, RowCounter
-from bakup.catalog import Backup
+from bakup.catalog import DEDUP, Backup
 from bakup.clients import list_program
 from bakup.dburl import ConnectionParams
-from bakup.dedup.reader import open_backup_archive
+from bakup.dedup.chunks import ChunkError
+from bakup.dedup.reader import missing_chunks, open_backup_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
 from bakup.pgtools import connect, diagnose, die_with_parent, explain_failure
 from bakup.progress import Progress
@@ -176,6 +177,8 @@ def _read_back(
             )
         except ArchiveFormatError as error:
             unreadable = f"{backup.name} does not hold a pg_dump archive: {error}"
+        except ChunkError as error:  # a deduplicated backup's chunk, damaged or gone
+            unreadable = f"{backup.name}: {error.message}"
         except (EOFError, ValueError, zstandard.ZstdError, OSError) as error:
             if isinstance(error, OSError) and error.errno is not None:
                 raise StorageError(
@@ -270,6 +273,23 @@ def check_integrity(
     the file does not decompress into an archive whose rows and table of contents match the
     manifest or pg_restore cannot be run, StorageError when it cannot be read.
     """
+    chunk_checks = []
+    if backup.backup_format == DEDUP:
+        try:
+            total, missing = missing_chunks(storage, backup)
+        except ChunkError as error:
+            raise VerifyError(f"{backup.name}: {error.message}", stage="verify") from None
+        if missing:
+            place, absent = missing[0]
+            raise VerifyError(
+                f"{len(absent)} of the {total} chunks of {backup.name} are missing from "
+                f"{place} (the first: {absent[0][:16]}...): restore from another destination "
+                "or an older backup",
+                stage="verify",
+            )
+        chunk_checks.append(
+            f"all {total} chunks present in every destination, each read and matching its name"
+        )
     found = _read_whole(storage, backup, pg_bin_dir, identities)
     if found.sha256 != backup.sha256 or found.stored_size != backup.size_bytes:
         raise ChecksumMismatch(
@@ -288,7 +308,7 @@ def check_integrity(
     checks.append("decompressed fully; every table's rows match the manifest")
     _check_listing(found, backup, len(backup.table_row_counts), "the manifest")
     checks.append("pg_restore --list reads its table of contents")
-    return checks
+    return checks + chunk_checks
 
 
 def _read_whole(

@@ -116,6 +116,21 @@ class DedupReader(io.RawIOBase):
         super().close()
 
 
+def missing_chunks(storage: Storage, backup: Backup) -> tuple[int, list[tuple[str, list[str]]]]:
+    """Check that every chunk ``backup``'s index names is in every destination, from one
+    listing each (nothing is read). Returns the number of distinct chunks and, for each
+    destination missing some, its description and the missing names. Raises ChunkError when
+    the index is unreadable, StorageError when the storage fails."""
+    names = {name for name, _ in read_index(storage.get_small(backup.name), None, backup.name)}
+    missing = []
+    for chunks in storage.chunk_storages():
+        held = set(chunks.list_names())
+        absent = sorted(names - held)
+        if absent:
+            missing.append((chunks.describe(), absent))
+    return len(names), missing
+
+
 def _chunks_encrypted(storage: Storage, index: list[tuple[str, int]]) -> bool:
     """Whether the first chunk of ``index`` is age-encrypted (False when there is none)."""
     if not index:
