@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bakup import __version__, events, failpoints, lifecycle, runlock
 from bakup.catalog import (
@@ -25,8 +26,9 @@ from bakup.catalog import (
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
 from bakup.dedup.chunks import COMPRESSION_LEVEL, open_chunk_stores
-from bakup.dedup.collect import collect, wait_for_collections
+from bakup.dedup.collect import Collection, collect, wait_for_collections
 from bakup.dedup.collect import describe as describe_collections
+from bakup.dedup.usage import measure_usage
 from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.globals import capture_globals
@@ -392,10 +394,28 @@ def _prune_one(
                     "stored_bytes": sum(backup.size_bytes for backup in kept),
                     "oldest_created_at": min((b.created_at for b in kept), default=None),
                     "chunks": describe_collections(collected),
+                    **_usage_details(storage, kept, collected),
                 },
             )
         )
     return plan
+
+
+def _usage_details(
+    storage: Storage, kept: list[Backup], collected: list[Collection]
+) -> dict[str, Any]:
+    """The prune event's storage figures: what the kept backups take in ``storage`` (the
+    chunk store's size from the collection that just listed it, when it ran) and the
+    deduplication ratio. Empty when the chunk store cannot be listed: figures must not fail
+    a prune."""
+    finished = [result for result in collected if result.skipped is None]
+    chunk_bytes = sum(r.stored_bytes for r in finished) if len(finished) == len(collected) else None
+    try:
+        usage = measure_usage(storage, kept, chunk_bytes)
+    except BakupError as error:
+        log.warning("WARNING: could not measure the storage used: %s", error.message)
+        return {}
+    return {"backup_stored_bytes": usage.stored_bytes, "dedup_ratio": usage.dedup_ratio}
 
 
 def run_restore(

@@ -110,6 +110,23 @@ class Backup:
         get them from their first verification)."""
         return bool(self.sha256)
 
+    @property
+    def new_bytes(self) -> int | None:
+        """What this backup itself added to storage: for a deduplicated one, the chunks it
+        stored first plus its index; for a single file, its size. None when unknown (a
+        deduplicated index found without its manifest)."""
+        if self.backup_format != DEDUP:
+            return self.size_bytes
+        if self.dedup is None or not isinstance(self.dedup.get("new_bytes"), int):
+            return None
+        return int(self.dedup["new_bytes"]) + self.size_bytes
+
+    @property
+    def logical_bytes(self) -> int | None:
+        """The size of the pg_dump archive the backup holds (what a restore reads), whatever
+        its format; None until an adopted backup is described."""
+        return self.raw_size_bytes if self.described else None
+
     def to_json(self) -> dict[str, Any]:
         """Return the manifest as JSON-ready data (times in ISO 8601 UTC)."""
         data = asdict(self)
@@ -163,6 +180,7 @@ class Backup:
         data.pop("table_row_counts")
         data["tables"] = len(self.table_row_counts)
         data.pop("contents")
+        data["new_bytes"], data["logical_bytes"] = self.new_bytes, self.logical_bytes
         if self.globals is not None:  # what they are, not the data itself
             data["globals"] = {k: v for k, v in self.globals.items() if k != "data"}
         return data

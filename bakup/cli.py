@@ -358,14 +358,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _table(backups: list[Backup]) -> str:
-    header = ("NAME", "DATABASE", "CREATED (UTC)", "SIZE", "RAW", "TABLES", "VERIFIED", "STATE")
+    # NEW: what the backup itself added to storage (a deduplicated one shares the rest);
+    # LOGICAL: the archive it holds, what a restore reads.
+    header = ("NAME", "DATABASE", "CREATED (UTC)", "NEW", "LOGICAL", "TABLES", "VERIFIED", "STATE")
     rows = [header] + [
         (
             backup.name,
             backup.database,
             backup.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            megabytes(backup.size_bytes),
-            megabytes(backup.raw_size_bytes) if backup.described else "?",
+            megabytes(backup.new_bytes) if backup.new_bytes is not None else "?",
+            megabytes(backup.logical_bytes) if backup.logical_bytes is not None else "?",
             str(len(backup.table_row_counts)) if backup.described else "?",
             _verified(backup),
             backup.status if backup.note is None else f"{backup.status}: {backup.note}",

@@ -44,6 +44,8 @@ class Metrics:
     prune_deleted: Counter
     stored_backups: Gauge
     stored_bytes: Gauge
+    backup_stored_bytes: Gauge
+    dedup_ratio: Gauge
     schedule_period: Gauge
     backup_next_due: Gauge
     notifications: Counter
@@ -203,6 +205,22 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         stored_bytes=Gauge(
             "bakup_stored_bytes",
             "Bytes of the complete backups kept after retention.",
+            db,
+            multiprocess_mode="mostrecent",
+            registry=target,
+        ),
+        backup_stored_bytes=Gauge(
+            "bakup_backup_stored_bytes",
+            "Bytes the database's kept backups occupy in storage: their files plus, for "
+            "deduplicated backups, the chunk store (with several destinations, the last one's).",
+            db,
+            multiprocess_mode="mostrecent",
+            registry=target,
+        ),
+        dedup_ratio=Gauge(
+            "bakup_dedup_ratio",
+            "What the kept backups would occupy stored each on its own, divided by "
+            "bakup_backup_stored_bytes: deduplication's saving (1 for single-file backups).",
             db,
             multiprocess_mode="mostrecent",
             registry=target,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from bakup import __version__, events
 from bakup.catalog import Backup, list_backups
+from bakup.dedup.usage import measure_usage, one_destination
 from bakup.errors import BakupError
 from bakup.schedule import Schedule
 from bakup.settings import Settings
@@ -62,6 +63,22 @@ class Recorder:
                 log.warning("WARNING: metrics for %s start empty: %s", target.name, error.message)
                 continue
             self.restore_from(target, backups)
+            self._restore_usage(target, backups)
+
+    def _restore_usage(self, target: Target, backups: list[Backup]) -> None:
+        """Set the storage-use gauges of ``target`` from its kept ``backups`` and its chunk
+        store (listed only when it has deduplicated backups). Never raises."""
+        try:
+            usage = measure_usage(one_destination(open_storage(target.location)), backups)
+        except BakupError as error:
+            log.warning(
+                "WARNING: storage use of %s unknown until its next prune: %s",
+                target.name,
+                error.message,
+            )
+            return
+        self.metrics.backup_stored_bytes.labels(target.name).set(usage.stored_bytes)
+        self.metrics.dedup_ratio.labels(target.name).set(usage.dedup_ratio)
 
     def _zero_series(self, database: str) -> None:
         m = self.metrics
@@ -204,6 +221,9 @@ class Recorder:
         m.stored_bytes.labels(database).set(details["stored_bytes"])
         oldest = details.get("oldest_created_at")
         m.oldest_backup.labels(database).set(oldest.timestamp() if oldest else 0)
+        if "backup_stored_bytes" in details:  # absent when the chunk store could not be listed
+            m.backup_stored_bytes.labels(database).set(details["backup_stored_bytes"])
+            m.dedup_ratio.labels(database).set(details["dedup_ratio"])
 
 
 def _last_restore_duration(backups: list[Backup]) -> float | None:

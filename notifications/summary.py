@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bakup.catalog import Backup, list_backups
+from bakup.catalog import DEDUP, Backup, list_backups
+from bakup.dedup.usage import measure_usage, one_destination
 from bakup.errors import BakupError
 from bakup.journal import read_runs
 from bakup.logs import megabytes
 from bakup.settings import Settings
-from bakup.storage import open_storage
+from bakup.storage import Storage, open_storage
 from bakup.targets import Target
 from notifications.channels.base import Notification
 from notifications.chart import bar_chart_png, sparkline
@@ -48,6 +49,8 @@ class DatabaseWeek:
     verification_warning: str = ""
     # The last measured time to restore (the newest test restore's duration), or why none.
     time_to_restore: str = "not measured (no test restore yet)"
+    # What the kept backups would take stored each on its own, over what they take (``stored``).
+    dedup_ratio: str = "1.0x"
 
 
 def summarize(settings: Settings, now: datetime | None = None) -> list[DatabaseWeek]:
@@ -85,6 +88,7 @@ def _database_week(target: Target, now: datetime) -> DatabaseWeek:
         weekly_sizes.append(sizes[-1] if sizes else None)
     this_size, last_size = weekly_sizes[-1], weekly_sizes[-2]
     durations = sorted(run["duration_seconds"] for run in taken)
+    stored, dedup_ratio = _storage_used(storage, backups)
     verified = [backup for backup in backups if backup.verified]
     newest = verified[-1] if verified else None
     labels = [f"-{weeks}w" if weeks else "now" for weeks in range(WEEKS - 1, -1, -1)]
@@ -101,14 +105,30 @@ def _database_week(target: Target, now: datetime) -> DatabaseWeek:
         sparkline=sparkline(weekly_sizes),
         median_duration=f"{statistics.median(durations):.1f} s" if durations else "none",
         longest_duration=f"{durations[-1]:.1f} s" if durations else "none",
-        stored=megabytes(sum(backup.size_bytes for backup in backups)),
+        stored=stored,
         kept=len(backups),
         chart=bar_chart_png(weekly_sizes, labels),
         error=problem,
         verified_level=_level(newest),
         verification_warning=_degraded(newest),
         time_to_restore=_time_to_restore(backups, now),
+        dedup_ratio=dedup_ratio,
     )
+
+
+def _storage_used(storage: Storage, backups: list[Backup]) -> tuple[str, str]:
+    """What ``backups`` take in storage (files, and the chunk store of deduplicated ones) and
+    the deduplication ratio, as text. When the chunk store cannot be listed, the files alone,
+    saying so."""
+    files = sum(backup.size_bytes for backup in backups)
+    try:
+        usage = measure_usage(one_destination(storage), backups)
+    except BakupError as error:
+        return f"{megabytes(files)} in files (chunks unknown: {error.message})", "unknown"
+    if not any(backup.backup_format == DEDUP for backup in backups):
+        return megabytes(usage.stored_bytes), "1.0x (no deduplicated backups)"
+    apart = megabytes(usage.unshared_bytes)
+    return megabytes(usage.stored_bytes), f"{usage.dedup_ratio:.1f}x ({apart} if stored apart)"
 
 
 def _time_to_restore(backups: list[Backup], now: datetime) -> str:
@@ -185,6 +205,7 @@ def render_summary(
     slack_text = "\n".join(
         f"*{d['name']}*: {d['taken']} taken, {d['failed']} failed ({d['success_rate']}); "
         f"size {d['size_this_week']} ({d['size_change']}) `{d['sparkline']}`; "
+        f"stored {d['stored']} (deduplication {d['dedup_ratio'].split(' ')[0]}); "
         f"newest verified {d['newest_verified']}; time to restore {d['time_to_restore']}"
         for d in databases
     )
