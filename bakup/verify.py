@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import psycopg
 import zstandard
@@ -47,6 +47,7 @@ from bakup.dburl import ConnectionParams
 from bakup.dedup.chunks import ChunkError
 from bakup.dedup.reader import missing_chunks, open_backup_archive
 from bakup.errors import BakupError, ChecksumMismatch, StorageError
+from bakup.local_copy import HashingReader
 from bakup.pgtools import connect, diagnose, die_with_parent, explain_failure
 from bakup.progress import Progress
 from bakup.restore import RestoreOptions, restore_backup
@@ -111,25 +112,6 @@ class VerifyResult:
         return record
 
 
-class _HashingReader(io.RawIOBase):
-    """Hashes and counts the stored bytes as the decompressor pulls them."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.stream.read(len(buffer))
-        self.digest.update(data)
-        self.size += len(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-
 @dataclass
 class _ReadBack:
     """What one pass over a stored backup found."""
@@ -160,7 +142,7 @@ def _read_back(
         tempfile.TemporaryFile() as errors,
         storage.open_reader(backup.name) as stored,
     ):
-        hashing = _HashingReader(stored)
+        hashing = HashingReader(stored)
         process = subprocess.Popen(
             (pg_restore, "--list"),
             stdin=subprocess.PIPE,
@@ -208,7 +190,7 @@ def _read_back(
 def _feed_archive(
     storage: Storage,
     backup: Backup,
-    hashing: _HashingReader,
+    hashing: HashingReader,
     process: subprocess.Popen[bytes],
     counter: RowCounter,
     identities: list[Any] | None,

@@ -117,6 +117,18 @@ def run_bakup(
     )
 
 
+def start_bakup(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start the real ``bakup`` command line in the background, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bakup.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def smtp() -> Iterator[SmtpReceiver]:
     """A local SMTP server collecting what bakup sends."""

@@ -7,7 +7,6 @@ import hashlib
 import json
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from tests.conftest import REPO, Database, base_env, create_database, run_bakup
+from tests.conftest import Database, base_env, create_database, run_bakup, start_bakup
 from tests.integration.faults import pausing_pg_bin
 from tests.support.postgres_server import PostgresServer, find_server_bin
 from tests.support.s3_server import S3Server
@@ -281,14 +280,7 @@ def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup
     }
     (tmp_path / "other").mkdir()
     two = {**env, "TMPDIR": str(tmp_path / "other")}
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "backup"],
-        env=one,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    backup = start_bakup("backup", env=one)
     try:
         deadline = time.monotonic() + 60
         while not any(
@@ -325,14 +317,7 @@ def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup
     client.put_object(
         Bucket="backups", Key="shared/chunks/gc-0123456789abcdef.json", Body=record.to_json()
     )
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "backup"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = start_bakup("backup", env=env)
     try:
         time.sleep(5)
         assert waiting.poll() is None  # still waiting

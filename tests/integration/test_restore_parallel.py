@@ -8,13 +8,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Database, base_env, create_database, run_bakup
+from tests.conftest import Database, base_env, create_database, run_bakup, start_bakup
 from tests.integration.faults import fake_pg_bin
 from tests.support.postgres_server import PostgresServer, find_server_bin
 from tests.support.sample_data import load_sample_data, table_fingerprints
@@ -116,14 +115,7 @@ def test_local_copy_has_every_data_position_patched(
 
 def start_restore(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """Start ``bakup restore`` in the background."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", "restore", "latest", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_bakup("restore", "latest", *args, env=env)
 
 
 def wait_for(path: Path, timeout: float = 120) -> None:
