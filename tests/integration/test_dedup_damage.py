@@ -72,7 +72,12 @@ def test_verify_fails_in_one_line_when_a_chunk_is_missing(
     result = run_bakup("verify", env=env)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
-    assert line == f"bakup: chunk {missing[:16]}... is missing from {backup_dir / 'chunks'}"
+    name = latest_manifest(backup_dir)["name"]
+    assert line.startswith("bakup: 1 of the "), line
+    assert line.endswith(
+        f" chunks of {name} are missing from {backup_dir / 'chunks'} (the first: "
+        f"{missing[:16]}...): restore from another destination or an older backup"
+    ), line
     assert "ERROR: Verification failed" in result.stdout
     check_recorded_and_skipped(env, backup_dir, target_database, big_db, line)
 
@@ -90,6 +95,6 @@ def test_verify_fails_in_one_line_when_a_chunk_is_corrupted(
     result = run_bakup("verify", env=env)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"bakup: chunk {damaged.name[:16]}... "), line
-    assert "corrupted" in line
+    assert line.startswith("bakup: ") and f"chunk {damaged.name[:16]}... " in line, line
+    assert latest_manifest(backup_dir)["name"] in line and "corrupted" in line, line
     check_recorded_and_skipped(env, backup_dir, target_database, big_db, line)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bakup.dedup.reader import read_index
 from tests.conftest import REPO, Database, base_env, run_bakup
 from tests.integration.test_azure_storage import azure
 from tests.integration.test_gcs_storage import gcs
@@ -157,3 +158,13 @@ def test_dedup_round_trip_to_a_folder_and_a_bucket_at_once(
     for alone in (f"file://{local}", "s3://backups/shop"):
         verified = run_bakup("verify", env={**env, "STORAGE_URL": alone})
         assert verified.returncode == 0, verified.stdout + verified.stderr
+    # A chunk lost from the first destination: reads fall back to the bucket's copy, and
+    # verify still says the folder lacks it.
+    newest = listing[-1]["name"]
+    lost = read_index((local / newest).read_bytes(), None, newest)[0][0]
+    (local / "chunks" / lost).unlink()
+    damaged = run_bakup("verify", env=env)
+    assert damaged.returncode == 1
+    [line] = damaged.stderr.strip().splitlines()
+    assert f"chunks of {listing[-1]['name']} are missing from {local / 'chunks'} " in line, line
+    assert f"(the first: {lost[:16]}...)" in line, line
