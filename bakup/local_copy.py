@@ -12,15 +12,14 @@ first).
 
 The copy is made only after checking that the free space is enough for the archive's size
 recorded in the manifest, and it is deleted when the restore ends, whatever happens. A
-restore killed outright cannot delete it: the copy is locked (flock) for as long as its
-restore lives, and the next restore removes every copy in the directory that nobody holds.
+restore killed outright cannot delete it: the copy's name records its owner (pid and the pid's
+start time), and the next restore removes the copies whose owner is provably gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import shutil
@@ -33,7 +32,8 @@ from typing import IO, Any, BinaryIO
 from bakup.archive import OFFSET_NOT_SET, OFFSET_SET, ArchiveFormatError, ArchiveSummary, RowCounter
 from bakup.catalog import Backup
 from bakup.dedup.reader import open_backup_archive
-from bakup.errors import ChecksumMismatch, RestoreError
+from bakup.errors import BakupError, ChecksumMismatch, RestoreError
+from bakup.lifecycle import Owner
 from bakup.storage.base import Storage
 
 READ_SIZE = 1 << 20
@@ -111,13 +111,17 @@ def local_copy(
     remove_abandoned_copies(directory)
     check_space(backup, directory)
     path: Path | None = None
+    owner = Owner.current()
     try:
+        # The name records its owner (pid and the pid's start time): a copy whose owner is
+        # provably gone belongs to a killed restore, and only such a copy is ever removed.
         with tempfile.NamedTemporaryFile(
-            prefix=COPY_PREFIX, suffix=".dump", dir=directory, delete=False
+            prefix=f"{COPY_PREFIX}{owner.pid}-{owner.started}-",
+            suffix=".dump",
+            dir=directory,
+            delete=False,
         ) as handle:
             path = Path(handle.name)
-            # Held while the copy lives: a copy nobody holds belongs to a killed run.
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             summary, size = _write(storage, backup, identities, handle, progress)
             patched = patch_offsets(handle, summary)
         yield LocalCopy(path, size, summary, patched)
@@ -136,16 +140,21 @@ def local_copy(
 
 
 def remove_abandoned_copies(directory: Path) -> list[Path]:
-    """Delete the local copies in ``directory`` that no live restore holds (a restore killed
-    before it could delete its own). Returns the paths removed; never raises for a copy it
-    cannot open or remove."""
+    """Delete the local copies in ``directory`` whose restore is provably gone (killed before
+    it could delete its own). Returns the paths removed; never raises for a copy it cannot
+    remove."""
+    here = Owner.current()  # this machine and boot: the copies in a local TMPDIR are its own
     removed = []
     for path in directory.glob(f"{COPY_PREFIX}*.dump"):
+        pid, _, rest = path.name.removeprefix(COPY_PREFIX).partition("-")
+        started, _, _ = rest.partition("-")
+        if not pid.isdigit() or not started.isdigit():
+            continue  # not named by a restore of this version: not ours to judge
+        if not Owner(here.host, here.boot_id, int(pid), int(started)).is_gone():
+            continue
         try:
-            with path.open("rb") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                path.unlink()
-        except OSError:  # held by a live restore, or not ours to remove
+            path.unlink()
+        except OSError:
             continue
         removed.append(path)
     return removed
@@ -174,8 +183,35 @@ def _write(
                 size += len(chunk)
                 if progress is not None:
                     progress(len(chunk), counter.current_table)
+        except BakupError:
+            raise
+        except Exception as error:
+            if isinstance(error, OSError) and error.errno is not None:
+                raise  # the disk or the storage, not the data
+            # The data does not decompress: hash the rest, as damage is best named by the
+            # checksum.
+            while hashing.read(READ_SIZE):
+                pass
+            _check_sha256(backup, hashing)
+            raise RestoreError(
+                f"{backup.name} does not decompress as {backup.compression} ({error}): "
+                "restore an older backup",
+                stage="restore",
+            ) from None
         finally:
             stream.close()
+    _check_sha256(backup, hashing)
+    try:
+        summary = counter.finish()
+    except ArchiveFormatError as error:
+        raise RestoreError(
+            f"{backup.name} is not a whole archive: {error}", stage="restore"
+        ) from None
+    return summary, size
+
+
+def _check_sha256(backup: Backup, hashing: HashingReader) -> None:
+    """Raise ChecksumMismatch when the stored bytes read differ from the manifest's."""
     if backup.described and (
         hashing.digest.hexdigest() != backup.sha256 or hashing.size != backup.size_bytes
     ):
@@ -185,13 +221,6 @@ def _write(
             f"{backup.sha256[:16]}...); restore an older backup",
             stage="verify",
         )
-    try:
-        summary = counter.finish()
-    except ArchiveFormatError as error:
-        raise RestoreError(
-            f"{backup.name} is not a whole archive: {error}", stage="restore"
-        ) from None
-    return summary, size
 
 
 def patch_offsets(handle: IO[bytes], summary: ArchiveSummary) -> int:

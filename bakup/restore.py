@@ -51,7 +51,7 @@ from bakup.pgtools import (
     explain_failure,
 )
 from bakup.progress import Progress
-from bakup.staging import StagingRefused, staged
+from bakup.staging import StagingRefused, preflight, staged
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
@@ -246,10 +246,7 @@ def restore_backup(
                 jobs = 1
     if jobs > 1 and options.staging:
         try:
-            with staged(target, keep_replaced=bool(existing)) as staging:
-                return _restore_parallel(
-                    storage, backup, target, staging, pg_restore, jobs, options, identities, started
-                )
+            preflight(target)  # before the copy: a refusal costs nothing
         except StagingRefused as refusal:
             if options.jobs is not None:
                 raise
@@ -257,7 +254,15 @@ def restore_backup(
             jobs = 1
     if jobs > 1:
         return _restore_parallel(
-            storage, backup, target, target, pg_restore, jobs, options, identities, started
+            storage,
+            backup,
+            target,
+            pg_restore,
+            jobs,
+            options,
+            identities,
+            started,
+            keep_replaced=bool(existing),
         )
     return _restore_streamed(storage, backup, target, pg_restore, options, identities, started)
 
@@ -297,15 +302,17 @@ def _restore_parallel(
     storage: Storage,
     backup: Backup,
     target: ConnectionParams,
-    into: ConnectionParams,
     pg_restore: str,
     jobs: int,
     options: RestoreOptions,
     identities: list[Any] | None,
     started: float,
+    *,
+    keep_replaced: bool,
 ) -> RestoreReport:
-    """Write a local copy, then restore it with pg_restore --jobs into ``into`` (the staging
-    database, or the target itself when it is a scratch database)."""
+    """Write a local copy (checked against the manifest as it is written), then restore it
+    with pg_restore --jobs into a staging copy of the target swapped in at the end, or
+    straight into the target when it is a scratch database (``options.staging`` false)."""
     copying = Progress(
         f"Copying {backup.name} for {jobs} jobs", total=backup.raw_size_bytes or None
     )
@@ -317,11 +324,16 @@ def _restore_parallel(
 
     with copying, local_copy(storage, backup, identities, progress=copied) as copy:
         copying.close()
-        # Roles are checked against the real target; they are server-wide, so the staging
-        # copy on the same server sees the same.
+        # Roles are server-wide: the staging copy on the same server sees the same.
         selection, created = _prepare_target(target, copy.summary, options, backup, identities)
         items = len(selection.dump_ids) if selection else len(copy.summary.entries)
+        place = (
+            staged(target, keep_replaced=keep_replaced)
+            if options.staging
+            else contextlib.nullcontext(target)
+        )
         with (
+            place as into,
             _use_list(selection, copy.summary) as list_file,
             Progress(
                 f"Restoring {backup.name} with {jobs} jobs", total=items, unit="items"

@@ -73,8 +73,9 @@ def _admin(target: ConnectionParams) -> psycopg.Connection[Any]:
 
 def _sessions(admin: psycopg.Connection[Any], database: str) -> int:
     row = admin.execute(
+        # Client sessions only: the server ends autovacuum workers itself when it must.
         "SELECT count(*) FROM pg_catalog.pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
         (database,),
     ).fetchone()
     return int(row[0]) if row else 0
@@ -104,6 +105,31 @@ def _name_for(prefix: str, stamp: str, target: str) -> str:
     return f"{prefix}{stamp}"[:63] if not target else f"{target[:40]}{prefix}{stamp}"[:63]
 
 
+def _preflight(admin: psycopg.Connection[Any], name: str) -> None:
+    """Raise StagingRefused unless the role may stage and swap ``name`` and no session uses
+    it."""
+    _check_privileges(admin, name)
+    sessions = _sessions(admin, name)
+    if sessions:
+        raise StagingRefused(
+            f"{sessions} session(s) are connected to the target database {name}: a "
+            "parallel restore copies it and swaps the copy in, which needs none; stop "
+            "them, or restore with --jobs 1",
+            stage="restore",
+        )
+
+
+def preflight(target: ConnectionParams) -> None:
+    """Check, before any work, that a staged restore into ``target`` is possible. Raises
+    StagingRefused when it is not (the role's privileges, sessions on the target),
+    RestoreError when the server cannot be reached."""
+    with _admin(target) as admin:
+        try:
+            _preflight(admin, target.dbname)
+        except psycopg.Error as error:
+            raise _server_error(target, "checking the target", error) from None
+
+
 @contextlib.contextmanager
 def staged(target: ConnectionParams, *, keep_replaced: bool) -> Iterator[ConnectionParams]:
     """Give a staging copy of the target database to restore into; swap it in when the block
@@ -119,15 +145,7 @@ def staged(target: ConnectionParams, *, keep_replaced: bool) -> Iterator[Connect
     admin = _admin(target)
     with admin:
         try:
-            _check_privileges(admin, name)
-            sessions = _sessions(admin, name)
-            if sessions:
-                raise StagingRefused(
-                    f"{sessions} session(s) are connected to the target database {name}: a "
-                    "parallel restore copies it and swaps the copy in, which needs none; stop "
-                    "them, or restore with --jobs 1",
-                    stage="restore",
-                )
+            _preflight(admin, name)
             if admin.info.server_version >= 140000:
                 admin.execute("SET idle_session_timeout = 0")  # the claim must outlive the wait
             stamp = f"{int(time.time())}_{secrets.token_hex(4)}"

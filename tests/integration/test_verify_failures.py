@@ -230,7 +230,7 @@ def test_the_scratch_database_of_a_killed_verification_is_dropped_by_the_next(
 
     result = run_bakup("verify", "--restore", env=env)
     assert result.returncode == 0, result.stderr
-    assert f"interrupted verification: {scratch}" in result.stdout
+    assert f"Dropped {scratch}, left by an interrupted" in result.stdout
     assert scratch_databases(sizeable_db) == []
 
 
