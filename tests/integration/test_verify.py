@@ -120,9 +120,7 @@ def test_next_verification_drops_scratch_databases_left_by_an_interrupted_one(ba
         owner.execute("SELECT pg_advisory_lock(%s, %s)", scratch_lock_key(claimed))
         result = run_bakup("verify", "--restore", env=env)
     assert result.returncode == 0, result.stderr
-    assert f"Dropped {leftover}, left by an interrupted test restore or restore" in (
-        result.stdout
-    )
+    assert f"Dropped {leftover}, left by an interrupted test restore or restore" in (result.stdout)
     assert scratch_databases(database) == [claimed]
     database.server.psql("postgres", f"DROP DATABASE {claimed}")
 
