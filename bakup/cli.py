@@ -216,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM: stop the run the way a failure does (clean up, record, alert), once."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish undisturbed
+    Terminated.requested = True
     raise Terminated()
 
 

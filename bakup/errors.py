@@ -68,9 +68,21 @@ class RestoreError(BakupError):
 
 class Terminated(BakupError):
     """The process was asked to stop (SIGTERM) while it worked: what it had begun is discarded
-    and the run is recorded as failed, so a stopped cron run never passes silently."""
+    and the run is recorded as failed, so a stopped cron run never passes silently.
+
+    ``requested`` stays set once the signal came: code that must not complete a run after it
+    (``lifecycle.complete``) checks it, so an exception swallowed by a broad handler on the
+    way (a best-effort estimate, a progress line) cannot let a terminated run pass.
+    """
 
     exit_code = 143
+    requested = False
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise Terminated if SIGTERM was received."""
+        if cls.requested:
+            raise cls()
 
     def __init__(self) -> None:
         super().__init__(

@@ -49,7 +49,7 @@ from bakup.catalog import (
     manifest_name,
     read_contents,
 )
-from bakup.errors import StorageError
+from bakup.errors import StorageError, Terminated
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
@@ -214,7 +214,8 @@ def held(storage: Storage, record: Claim) -> Iterator[None]:
 
 def complete(storage: Storage, backup: Backup) -> None:
     """Record a published backup as complete: its manifest replaces the claim. Raises
-    StorageError."""
+    StorageError, or Terminated when SIGTERM came during the run (see errors.Terminated)."""
+    Terminated.check()
     storage.put_small(
         manifest_name(backup.name), manifest_bytes(replace(backup, status=COMPLETE).to_json())
     )

@@ -256,7 +256,8 @@ def test_sigterm_during_a_backup_is_a_recorded_failure_and_leaves_nothing(
         METRICS_TEXTFILE=str(textfile),
     )
     run = start_bakup("backup", env=env)
-    wait_for(lambda: bool(list(backup_dir.glob(".*.partial"))), "the backup never started")
+    # The data's own unfinished file (a claim's manifest is briefly a .partial too).
+    wait_for(lambda: bool(list(backup_dir.glob(".*.sql.gz.partial"))), "the backup never started")
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 143
