@@ -32,8 +32,10 @@ $(VENV)/.installed-test: pyproject.toml setup.py scripts/install-system-packages
 demo: setup
 	$(BIN)/python scripts/demo.py
 
+# Three workers on two cores: most tests wait on servers and child processes, not the CPU.
+# loadfile keeps each module's tests (and its module-scoped databases) in one worker.
 test: setup-test lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
 lint: setup-test
 	$(BIN)/ruff check .

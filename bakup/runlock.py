@@ -33,7 +33,9 @@ def lock_path(location: str | Path) -> Path:
     """Return the lock file for one destination (a folder or an object-store URL)."""
     text = str(location)
     if is_object_store(text):
-        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        # The same bucket path on another S3-compatible service is another destination.
+        endpoint = os.environ.get("S3_ENDPOINT_URL", "") if text.startswith("s3://") else ""
+        digest = hashlib.sha256(f"{endpoint} {text}".encode()).hexdigest()[:24]
         return Path(tempfile.gettempdir()) / "bakup-locks" / f"{digest}.lock"
     return Path(text.removeprefix("file://")) / LOCK_NAME
 
