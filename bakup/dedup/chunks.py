@@ -1,6 +1,8 @@
 """The chunk store of each destination: where chunks live, how they are named, written and read.
 
-A chunk is named by a keyed hash of its plaintext, HMAC-SHA256 under the store's chunk key, so
+A chunk is named by a keyed hash of its plaintext, BLAKE3 in keyed mode under the store's chunk
+key (BLAKE3 rather than HMAC-SHA256: twice as fast, and hashing every byte of every backup is on
+the backup's critical path), so
 the names say nothing about the data to whoever can list the bucket without the key, and equal
 chunks get equal names (that is the deduplication). It is stored compressed (zstd) and, when
 the backups are encrypted, age-encrypted to ENCRYPTION_RECIPIENTS. A chunk object is written
@@ -15,7 +17,6 @@ ENCRYPTION_IDENTITY_FILE.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import secrets
@@ -24,6 +25,7 @@ from typing import Any
 
 import pyrage
 import zstandard
+from blake3 import blake3
 
 from bakup.errors import BakupError, ConfigError, StorageError
 from bakup.storage.base import Storage
@@ -41,8 +43,9 @@ class ChunkError(BakupError):
 
 
 def chunk_id(key: bytes, data: bytes | memoryview) -> str:
-    """Return the name of the chunk holding ``data``: HMAC-SHA256 under ``key``, in hex."""
-    return hmac.digest(key, data, "sha256").hex()
+    """Return the name of the chunk holding ``data``: its BLAKE3 keyed hash under ``key``
+    (a MAC: without the key, names say nothing of the data), in hex."""
+    return blake3(data, key=key).hexdigest()
 
 
 @dataclass
@@ -61,8 +64,12 @@ class ChunkStore:
 
     def put(self, name: str, blob: bytes) -> None:
         """Store the sealed chunk ``blob`` as ``name`` unless it is there already (the same
-        name holds the same data). Raises StorageError."""
-        self.storage.create_small(name, blob)
+        name holds the same data); durable once ``sync`` returns. Raises StorageError."""
+        self.storage.create_object(name, blob)
+
+    def sync(self) -> None:
+        """Make the chunks stored so far durable (before an index names them)."""
+        self.storage.sync()
 
     def get(self, name: str, identities: list[Any] | None) -> bytes:
         """Return chunk ``name``'s plaintext, checked against its name. Raises ChunkError when

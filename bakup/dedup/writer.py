@@ -120,6 +120,8 @@ class DedupWriter:
             self._learn_boundaries()
             self._cut(final=True)
             self._wait()
+            for store in self.stores:
+                store.sync()  # every chunk durable before an index names it
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         for name, _length in self._index:
@@ -179,7 +181,8 @@ class DedupWriter:
                 return  # one chunk so far: wait for more bytes
             consumed = 0
             for offset, size in cuts:
-                self._emit(bytes(view[offset : offset + size]))
+                with view[offset : offset + size] as piece:
+                    self._emit(piece)
                 consumed = offset + size
         finally:
             view.release()
@@ -188,10 +191,11 @@ class DedupWriter:
 
     # -- storing ----------------------------------------------------------------------
 
-    def _emit(self, data: bytes) -> None:
-        """Record a chunk in the index; store it where it is missing."""
-        name = chunk_id(self.key, data)
-        self._index.append((name, len(data)))
+    def _emit(self, piece: memoryview) -> None:
+        """Record a chunk in the index; store it where it is missing. Only a new chunk is
+        copied out of the buffer (for the thread that stores it)."""
+        name = chunk_id(self.key, piece)
+        self._index.append((name, len(piece)))
         self.stats.chunks += 1
         missing = [i for i, held in enumerate(self.held) if name not in held]
         if not missing or name in self._queued:
@@ -199,7 +203,7 @@ class DedupWriter:
         self._queued.add(name)
         self._reap()
         self._slots.acquire()
-        self._futures.append(self._pool.submit(self._store, name, data, missing))
+        self._futures.append(self._pool.submit(self._store, name, bytes(piece), missing))
 
     def _store(self, name: str, data: bytes, missing: list[int]) -> None:
         try:

@@ -93,6 +93,14 @@ class Storage(abc.ABC):
     def delete(self, name: str) -> None:
         """Delete ``name`` if it exists. Raises StorageError."""
 
+    def create_object(self, name: str, data: bytes) -> bool:
+        """Like ``create_small``, for one of many objects written in a row (chunks): the name
+        may become durable only at the next ``sync``. Raises StorageError."""
+        return self.create_small(name, data)
+
+    def sync(self) -> None:  # noqa: B027 - object stores are durable on each write
+        """Make every ``create_object`` so far durable. Raises StorageError."""
+
     def list_sizes(self) -> dict[str, int]:
         """Return each finished object's stored size, by name. Raises StorageError."""
         return {name: self.size(name) for name in self.list_names()}
