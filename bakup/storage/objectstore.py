@@ -233,11 +233,18 @@ class ObjectStorage(Storage):
         )
 
     def list_sizes(self) -> dict[str, int]:
-        return {
-            meta["path"]: int(meta["size"])
-            for meta in self._objects()
-            if not os.path.basename(meta["path"]).startswith(".")
-        }
+        # Page by page, keeping only name and size: a chunk store holds tens of thousands of
+        # objects, and a whole listing's metadata would grow the process with them.
+        sizes: dict[str, int] = {}
+        try:
+            for page in obstore.list(self.store, chunk_size=1000):
+                for meta in page:
+                    path = meta["path"]
+                    if "/" not in path and not path.startswith("."):
+                        sizes[path] = int(meta["size"])
+        except Exception as error:
+            raise storage_error(error, self._where()) from None
+        return sizes
 
     def chunk_storages(self) -> list[Storage]:
         return [ObjectStorage(f"{self.url}/{CHUNKS_FOLDER}", endpoint=self.endpoint)]
