@@ -199,6 +199,17 @@ def test_a_running_verifications_scratch_database_survives_anothers_cleanup(
     first = start_verify(first_env)
     try:
         scratch = wait_for_scratch_database(sizeable_db, first)
+        # pg_restore is creating tables: bakup's own connections before it are made (one
+        # frozen half way would time out, which is not what this test is about).
+        deadline = time.monotonic() + 120
+        while (
+            sizeable_db.server.psql(
+                scratch, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+            == "0"
+        ):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
         # Frozen mid-restore, as a run re-reading a large file is, for as long as it takes.
         os.kill(first.pid, signal.SIGSTOP)
         try:
