@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_jobs,
         default=None,
-        help="parallel pg_restore jobs (default: one per core, at most 8); above 1 a local "
-        "copy is restored into a staging database swapped in at the end; 1 streams it in one "
-        "transaction",
+        help="parallel pg_restore jobs (default: one per core, at most 8, or 1 below 4 cores); "
+        "above 1 a local copy is restored into a staging database swapped in at the end; 1 "
+        "streams it in one transaction",
     )
     restore.add_argument(
         "--table",

@@ -23,16 +23,27 @@ from tests.support.s3_server import S3Server
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole test session, stopped at the end."""
-    base = Path(tempfile.mkdtemp(prefix="bakup-test-pg-"))
+def _throwaway_server(prefix: str) -> Iterator[PostgresServer]:
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     server = postgres_server.start(base)
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session, stopped at the end."""
+    yield from _throwaway_server("bakup-test-pg-")
+
+
+@pytest.fixture(scope="session")
+def second_server() -> Iterator[PostgresServer]:
+    """A second, separate cluster (a fresh server elsewhere): roles made on the first are not
+    there unless a test creates them (tests use unique role names)."""
+    yield from _throwaway_server("bakup-test-pg2-")
 
 
 @dataclass

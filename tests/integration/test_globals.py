@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from bakup.globals import GlobalsDump, create_missing_roles, load_globals, missi
 from bakup.settings import Settings
 from tests.conftest import Database, base_env, run_bakup
 from tests.integration.faults import fake_pg_bin
-from tests.support import postgres_server
 from tests.support.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -72,18 +69,6 @@ def roles(pg_server: PostgresServer) -> Iterator[Roles]:
     )
     yield made
     pg_server.psql("postgres", f"DROP ROLE {', '.join(quote(name) for name in made.all)}")
-
-
-@pytest.fixture(scope="module")
-def second_server() -> Iterator[PostgresServer]:
-    """A fresh, second cluster: none of the test roles exist there."""
-    base = Path(tempfile.mkdtemp(prefix="bakup-test-pg2-"))
-    server = postgres_server.start(base)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def key_pair() -> tuple[str, object]:

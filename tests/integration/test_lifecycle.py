@@ -10,7 +10,6 @@ import gzip
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bakup.failpoints import DEDUP_POINTS, POINTS
-from tests.conftest import REPO, Database, base_env, run_bakup
+from tests.conftest import Database, base_env, run_bakup, start_bakup
 from tests.integration.faults import is_root, pausing_pg_bin, small_filesystem
 from tests.support.postgres_server import find_server_bin
 from tests.support.s3_server import S3Server
@@ -192,17 +191,6 @@ def test_a_verification_that_cannot_be_recorded_in_one_destination_keeps_the_oth
 
 
 # -- runs that overlap -----------------------------------------------------------------------
-
-
-def start_bakup(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bakup.cli", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -3,8 +3,6 @@ touched, or the roles created from the backup's globals with --roles, ownership 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Database, base_env, create_database, run_bakup
-from tests.support import postgres_server
 from tests.support.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def fresh_cluster() -> Iterator[PostgresServer]:
-    """A second cluster on which none of the backup's roles exist."""
-    base = Path(tempfile.mkdtemp(prefix="bakup-test-pg-fresh-"))
-    server = postgres_server.start(base)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -46,12 +31,12 @@ def owned(database: Database) -> Iterator[tuple[Database, str]]:
 
 
 def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_roles(
-    owned: tuple[Database, str], fresh_cluster: PostgresServer, tmp_path: Path
+    owned: tuple[Database, str], second_server: PostgresServer, tmp_path: Path
 ) -> None:
     source, role = owned
     env = base_env(DATABASE_URL=source.url, BACKUP_DIR=str(tmp_path / "b"))
     assert run_bakup("backup", env=env).returncode == 0
-    target = create_database(fresh_cluster, "fresh")
+    target = create_database(second_server, "fresh")
     env["TARGET_DATABASE_URL"] = target.url
 
     refused = run_bakup("restore", "latest", env=env)
@@ -60,11 +45,11 @@ def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_
     assert "--roles" in refused.stderr and "--no-owner" in refused.stderr
     assert target.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
     assert (
-        fresh_cluster.psql("postgres", f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
+        second_server.psql("postgres", f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
         == "0"
     )
     assert (
-        fresh_cluster.psql(
+        second_server.psql(
             "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'bakup_restore_%'"
         )
         == "0"
@@ -78,17 +63,17 @@ def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_
 
 
 def test_no_owner_restores_without_the_roles(
-    owned: tuple[Database, str], fresh_cluster: PostgresServer, tmp_path: Path
+    owned: tuple[Database, str], second_server: PostgresServer, tmp_path: Path
 ) -> None:
     source, role = owned
     env = base_env(DATABASE_URL=source.url, BACKUP_DIR=str(tmp_path / "b"))
     assert run_bakup("backup", env=env).returncode == 0
-    target = create_database(fresh_cluster, "noowner")
+    target = create_database(second_server, "noowner")
     env["TARGET_DATABASE_URL"] = target.url
     restored = run_bakup("restore", "latest", "--no-owner", "--jobs", "1", env=env)
     assert restored.returncode == 0, restored.stderr
     assert target.psql("SELECT count(*) FROM accounts") == "500"
     assert (
-        fresh_cluster.psql("postgres", f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
+        second_server.psql("postgres", f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
         == "0"
     )
