@@ -29,8 +29,9 @@ from bakup.verify import (
     restore_test,
 )
 from tests.conftest import REPO, Database, base_env, run_bakup
+from tests.integration.faults import fake_pg_bin
 from tests.integration.test_encryption import key_pair
-from tests.support.postgres_server import free_port
+from tests.support.postgres_server import find_server_bin, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -191,10 +192,18 @@ def sizeable_db(small_db: Database) -> Database:
 def test_a_running_verifications_scratch_database_survives_anothers_cleanup(
     sizeable_db: Database, tmp_path: Path
 ) -> None:
-    # The frozen run may be stopped in the middle of connecting: no connect timeout for it, as
-    # this test is about its scratch database, not about a connection outliving a freeze.
+    # The first run's pg_restore waits before it starts, as a slow restore of a large file
+    # does: its scratch database exists, claimed, while the second run cleans up.
+    slow = fake_pg_bin(tmp_path / "bin")
+    real = find_server_bin()
+    (slow / "pg_restore").write_text(
+        "#!/bin/bash\n"
+        f'[ "$1" = --version ] && exec {real}/pg_restore --version\n'
+        f'[ "$1" = --list ] && exec {real}/pg_restore "$@"\n'
+        f'sleep 15\nexec {real}/pg_restore "$@"\n'
+    )
     first_env = base_env(
-        DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "first"), PG_CONNECT_TIMEOUT="0"
+        DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "first"), PG_BIN_DIR=str(slow)
     )
     second_env = base_env(DATABASE_URL=sizeable_db.url, BACKUP_DIR=str(tmp_path / "second"))
     backed_up(sizeable_db, tmp_path / "first")
@@ -203,15 +212,11 @@ def test_a_running_verifications_scratch_database_survives_anothers_cleanup(
     first = start_verify(first_env)
     try:
         scratch = wait_for_scratch_database(sizeable_db, first)
-        # Frozen mid-restore, as a run re-reading a large file is, for as long as it takes.
-        os.kill(first.pid, signal.SIGSTOP)
-        try:
-            second = run_bakup("verify", "--restore", env=second_env)
-            assert second.returncode == 0, second.stderr
-            assert "Dropped bakup_verify_" not in second.stdout
-            assert scratch in scratch_databases(sizeable_db)
-        finally:
-            os.kill(first.pid, signal.SIGCONT)
+        second = run_bakup("verify", "--restore", env=second_env)
+        assert second.returncode == 0, second.stderr
+        assert "Dropped bakup_verify_" not in second.stdout
+        assert scratch in scratch_databases(sizeable_db)
+        assert first.poll() is None  # still restoring: the test exercised a live claim
         out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
