@@ -440,9 +440,7 @@ def run_restore(
             backup,
             destination,
             pg_bin_dir=settings.pg_bin_dir,
-            identities=settings.identities()
-            if backup.encrypted or backup.backup_format == DEDUP
-            else None,
+            identities=settings.identities_for(backup),
             options=options,
         )
     except BakupError as error:
@@ -576,9 +574,7 @@ def _check_stored(
 ) -> Backup:
     """Read the stored backup back into ``result``'s checks; returns the backup, described
     if it was adopted. Raises BakupError when a check fails."""
-    identities = (
-        settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
-    )
+    identities = settings.identities_for(backup)
     if backup.encrypted and identities is None and backup.described:
         keyless = check_without_key(storage, backup)
         result.level, result.checks, result.notes = keyless.level, keyless.checks, keyless.notes
@@ -608,9 +604,7 @@ def _test_restore(
         log.warning("WARNING: %s", result.notes[-1])
         return
     try:
-        identities = (
-            settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
-        )
+        identities = settings.identities_for(backup)
         started = time.monotonic()
         result.checks += restore_test(storage, backup, server, settings.pg_bin_dir, identities)
         result.restore_seconds = time.monotonic() - started

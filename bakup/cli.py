@@ -21,14 +21,14 @@ from typing import Any
 
 from bakup import __version__, events, export, show
 from bakup.actions import run_backup, run_prune, run_restore, run_verify
-from bakup.catalog import DEDUP, Backup, list_backups
+from bakup.catalog import Backup, list_backups
 from bakup.checks import run_checks
 from bakup.dburl import DatabaseUrlError, parse_database_url
 from bakup.errors import BakupError, ConfigError, Terminated
 from bakup.logs import configure_logging, megabytes
 from bakup.restore import RestoreOptions, choose_backup
 from bakup.settings import Settings
-from bakup.storage import open_storage
+from bakup.storage import Storage, open_storage
 from bakup.targets import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -181,8 +181,10 @@ def _selected(settings: Settings, name: str | None) -> list[Target]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    # A program reads `list --json`'s stdout: log lines (warnings) must not mix with it.
-    configure_logging(stream=sys.stderr if getattr(args, "json", False) else None)
+    # A program reads `--json`'s stdout, and `export --output -` writes the backup there: log
+    # lines (warnings) must not mix with either.
+    stdout_is_data = getattr(args, "json", False) or getattr(args, "output", None) == "-"
+    configure_logging(stream=sys.stderr if stdout_is_data else None)
     if args.command not in ("worker", "beat"):  # Celery handles its own signals
         signal.signal(signal.SIGTERM, _terminate)
     handlers = {
@@ -424,7 +426,8 @@ def _jobs(text: str) -> int:
     return int(text)
 
 
-def _export(args: argparse.Namespace) -> int:
+def _named_backup(args: argparse.Namespace) -> tuple[Settings, Storage, Backup]:
+    """The settings, storage and backup that ``--database`` and the NAME argument select."""
     settings = Settings.from_env(require_database=False)
     target = settings.target(args.database)
     storage = open_storage(target.location)
@@ -432,9 +435,12 @@ def _export(args: argparse.Namespace) -> int:
         list_backups(storage, target.database.dbname if target.database else "", target.name),
         args.name,
     )
-    identities = (
-        settings.identities() if backup.encrypted or backup.backup_format == DEDUP else None
-    )
+    return settings, storage, backup
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings, storage, backup = _named_backup(args)
+    identities = settings.identities_for(backup)
     if args.output == "-":
         if sys.stdout.isatty():
             raise ConfigError(["refusing to write a backup to a terminal: give --output FILE"])
@@ -452,13 +458,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(require_database=False)
-    target = settings.target(args.database)
-    storage = open_storage(target.location)
-    backup = choose_backup(
-        list_backups(storage, target.database.dbname if target.database else "", target.name),
-        args.name,
-    )
+    _settings, _storage, backup = _named_backup(args)
     if args.json:
         json.dump(show.describe(backup), sys.stdout, indent=2)
         print()

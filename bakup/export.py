@@ -21,8 +21,7 @@ from typing import Any, BinaryIO
 from bakup.catalog import Backup
 from bakup.compression import get_compression
 from bakup.dedup.reader import open_backup_archive
-from bakup.errors import ChecksumMismatch
-from bakup.local_copy import READ_SIZE, HashingReader
+from bakup.local_copy import READ_SIZE, HashingReader, check_read
 from bakup.storage.base import Storage
 
 
@@ -36,7 +35,8 @@ def export_backup(
 ) -> int:
     """Write ``backup``'s archive, gzip-compressed, to ``output``; returns the archive's size.
 
-    Raises ChecksumMismatch when the stored data does not match the manifest, ChunkError when
+    Raises ChecksumMismatch (local_copy.check_read) when the stored data does not match the
+    manifest, ChunkError when
     a chunk is missing or damaged, ConfigError / EncryptionError when it cannot be decrypted,
     StorageError when the storage fails."""
     size = 0
@@ -53,12 +53,7 @@ def export_backup(
         compressor.close()
         while hashing.read(READ_SIZE):  # the whole stored file counts in its checksum
             pass
-    if backup.described and hashing.digest.hexdigest() != backup.sha256:
-        raise ChecksumMismatch(
-            f"checksum mismatch for {backup.name}: the stored file is corrupted; export an "
-            "older backup",
-            stage="verify",
-        )
+    check_read(backup, hashing)
     return size
 
 

@@ -192,7 +192,7 @@ def _write(
             # checksum.
             while hashing.read(READ_SIZE):
                 pass
-            _check_sha256(backup, hashing)
+            check_read(backup, hashing)
             raise RestoreError(
                 f"{backup.name} does not decompress as {backup.compression} ({error}): "
                 "restore an older backup",
@@ -200,7 +200,7 @@ def _write(
             ) from None
         finally:
             stream.close()
-    _check_sha256(backup, hashing)
+    check_read(backup, hashing)
     try:
         summary = counter.finish()
     except ArchiveFormatError as error:
@@ -210,8 +210,9 @@ def _write(
     return summary, size
 
 
-def _check_sha256(backup: Backup, hashing: HashingReader) -> None:
-    """Raise ChecksumMismatch when the stored bytes read differ from the manifest's."""
+def check_read(backup: Backup, hashing: HashingReader) -> None:
+    """Raise ChecksumMismatch when the stored bytes ``hashing`` read (all of them) differ from
+    what the manifest records; an adopted backup not yet described has nothing to compare."""
     if backup.described and (
         hashing.digest.hexdigest() != backup.sha256 or hashing.size != backup.size_bytes
     ):

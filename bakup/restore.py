@@ -21,7 +21,6 @@ Two ways to apply it, both leaving the target as it was when they fail:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import subprocess
@@ -41,8 +40,8 @@ from bakup.catalog import Backup, manifest_name
 from bakup.clients import restore_program
 from bakup.dburl import ConnectionParams
 from bakup.dedup.reader import open_backup_archive
-from bakup.errors import BackupNotFound, ChecksumMismatch, RestoreError
-from bakup.local_copy import check_space, copy_directory, local_copy
+from bakup.errors import BackupNotFound, RestoreError
+from bakup.local_copy import HashingReader, check_read, check_space, copy_directory, local_copy
 from bakup.pgtools import (
     child_connection,
     connect,
@@ -122,20 +121,12 @@ def check_checksum(storage: Storage, backup: Backup) -> int:
     Returns the number of bytes read. Raises ChecksumMismatch when they differ (or the size
     does), StorageError when the file cannot be read.
     """
-    digest = hashlib.sha256()
-    size = 0
     with storage.open_reader(backup.name) as stream:
-        while chunk := stream.read(READ_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    if digest.hexdigest() != backup.sha256 or size != backup.size_bytes:
-        raise ChecksumMismatch(
-            f"checksum mismatch for {backup.name}: the stored file is corrupted "
-            f"(sha256 {digest.hexdigest()[:16]}..., manifest says {backup.sha256[:16]}...); "
-            "restore an older backup",
-            stage="verify",
-        )
-    return size
+        hashing = HashingReader(stream)
+        while hashing.read(READ_SIZE):
+            pass
+    check_read(backup, hashing)
+    return hashing.size
 
 
 def count_user_relations(target: ConnectionParams) -> int:
@@ -204,14 +195,12 @@ def restore_backup(
     backup: Backup,
     target: ConnectionParams,
     *,
-    clean: bool = False,
-    no_owner: bool = False,
     pg_bin_dir: Path | None = None,
     identities: list[Any] | None = None,
     options: RestoreOptions | None = None,
 ) -> RestoreReport:
     """Restore ``backup`` into the database ``target`` (decrypted with ``identities`` if it is
-    encrypted), as ``options`` say (``clean`` and ``no_owner`` are shorthands for theirs).
+    encrypted), as ``options`` say (whole, one stream, by default).
 
     Refuses a target that already holds tables unless ``clean`` (which drops the backup's
     objects first), and a backup whose owners are missing on the target unless ``roles`` or
@@ -220,16 +209,6 @@ def restore_backup(
     cannot be read.
     """
     options = options or RestoreOptions()
-    if clean or no_owner:
-        options = RestoreOptions(
-            clean=options.clean or clean,
-            no_owner=options.no_owner or no_owner,
-            roles=options.roles,
-            jobs=options.jobs,
-            tables=options.tables,
-            schemas=options.schemas,
-            staging=options.staging,
-        )
     started = time.monotonic()
     pg_restore = restore_program(target, pg_bin_dir, backup.pg_dump_version)
     existing = count_user_relations(target)

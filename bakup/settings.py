@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bakup.catalog import BACKUP_FORMATS
+from bakup.catalog import BACKUP_FORMATS, DEDUP, Backup
 from bakup.compression import REGISTRY
 from bakup.dburl import ConnectionParams, DatabaseUrlError, parse_database_url
 from bakup.errors import ConfigError
@@ -117,6 +117,14 @@ class Settings:
         from bakup.encryption import load_identities
 
         return load_identities(self.encryption_identity_file)
+
+    def identities_for(self, backup: Backup) -> list[Any] | None:
+        """The identities a reader of ``backup`` may need: for an encrypted backup, and for a
+        deduplicated one (whose chunks show their encryption even when its manifest is lost).
+        None otherwise, or when ENCRYPTION_IDENTITY_FILE is unset. Raises EncryptionError."""
+        if backup.encrypted or backup.backup_format == DEDUP:
+            return self.identities()
+        return None
 
     def recipients(self) -> list[Any]:
         """The age recipients backups are encrypted to (empty: no encryption)."""

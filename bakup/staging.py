@@ -100,9 +100,11 @@ def _check_privileges(admin: psycopg.Connection[Any], target: str) -> None:
         )
 
 
-def _name_for(prefix: str, stamp: str, target: str) -> str:
-    """A database name at most 63 bytes long (PostgreSQL's limit)."""
-    return f"{prefix}{stamp}"[:63] if not target else f"{target[:40]}{prefix}{stamp}"[:63]
+def _name_for(target: str, suffix: str) -> str:
+    """``target`` followed by ``suffix``, the target's name shortened (never mid-character) so
+    the whole fits PostgreSQL's 63-byte limit and the suffix stays whole."""
+    room = 63 - len(suffix.encode())
+    return target.encode()[:room].decode("utf-8", "ignore") + suffix
 
 
 def _preflight(admin: psycopg.Connection[Any], name: str) -> None:
@@ -200,7 +202,7 @@ def _swap(
     # An empty replaced target is dropped, and if a crash comes first the claim-free staging
     # prefix lets the next run's cleanup drop it; one with data keeps a name for the operator.
     replaced = (
-        _name_for("_before_restore_", datetime.now(UTC).strftime("%Y%m%d_%H%M%S"), name)
+        _name_for(name, "_before_restore_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S"))
         if keep_replaced
         else f"{STAGING_PREFIX}{stamp}_old"
     )
@@ -223,7 +225,7 @@ def _swap(
             if time.monotonic() < deadline:
                 time.sleep(1.0)
                 continue
-        kept = _name_for("_restored_", datetime.now(UTC).strftime("%Y%m%d_%H%M%S"), name)
+        kept = _name_for(name, "_restored_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S"))
         admin.execute(
             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                 sql.Identifier(staging), sql.Identifier(kept)

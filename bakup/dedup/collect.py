@@ -133,10 +133,7 @@ def collect(storage: Storage, *, dry_run: bool = False) -> list[Collection]:
     """
     results = []
     for chunks in storage.chunk_storages():
-        try:
-            names = chunks.list_sizes()
-        except StorageError:
-            raise
+        names = chunks.list_sizes()
         if not any(CHUNK_NAME.match(name) for name in names):
             continue  # no deduplicated backup here
         results.append(_collect_one(storage, chunks, names, dry_run=dry_run))
@@ -154,11 +151,7 @@ def _collect_one(
     try:
         failpoints.reach("collecting")
         contents = read_contents(storage)
-        live = [
-            name
-            for name, data in contents.claims.items()
-            if not Claim.from_json(data).is_dead(datetime.now(UTC))
-        ]
+        live = [name for name, data in contents.claims.items() if _claim_may_be_live(data)]
         if live:
             result.skipped = f"a backup is being written ({live[0]}): collected at the next prune"
             return result
@@ -172,7 +165,7 @@ def _collect_one(
                 continue
             # Indexes name chunks by keyed hashes only: they are stored unencrypted, so a
             # collection needs no key.
-            referenced.update(chunk for chunk, _ in read_index(storage.get_small(name), None, name))
+            referenced.update(chunk for chunk, _ in read_index(storage.get_small(name), name))
         if dry_run:
             result.deleted = sorted(n for n in names if CHUNK_NAME.match(n) and n not in referenced)
             result.deleted_bytes = sum(names[n] for n in result.deleted)
@@ -191,6 +184,15 @@ def _collect_one(
     finally:
         if not dry_run:
             chunks.delete(own)
+
+
+def _claim_may_be_live(data: dict[str, Any]) -> bool:
+    """Whether a backup claim may still be writing: yes unless it is provably dead. A claim
+    that cannot be read counts as live: a collection never deletes on a guess."""
+    try:
+        return not Claim.from_json(data).is_dead(datetime.now(UTC))
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 def _record_collection(chunks: Storage, own: str) -> bool:

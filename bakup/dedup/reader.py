@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-import pyrage
 import zstandard
 
 from bakup.catalog import Backup
@@ -24,34 +23,22 @@ from bakup.compression import get_compression
 from bakup.dedup.chunks import AGE_MAGIC, ChunkError, ChunkStore, open_chunk_stores
 from bakup.dedup.writer import INDEX_FORMAT
 from bakup.encryption import open_archive
-from bakup.errors import ConfigError, StorageError
+from bakup.errors import StorageError
 from bakup.storage.base import Storage
 
 DEDUP = "dedup"
 READ_AHEAD = 8
 
 
-def read_index(data: bytes, identities: list[Any] | None, name: str) -> list[tuple[str, int]]:
-    """Return the (chunk name, length) pairs of a backup's index file ``data``.
-
-    Raises ConfigError when it is encrypted and no identity is given, ChunkError when it does
-    not decrypt, decompress or parse."""
+def read_index(data: bytes, name: str) -> list[tuple[str, int]]:
+    """Return the (chunk name, length) pairs of backup ``name``'s index file ``data`` (never
+    encrypted: see bakup.dedup.writer). Raises ChunkError when it does not decompress or
+    parse."""
     try:
-        if data.startswith(AGE_MAGIC):
-            if not identities:
-                raise ConfigError(
-                    [
-                        "this backup is encrypted: set ENCRYPTION_IDENTITY_FILE to a file "
-                        "holding its age secret key"
-                    ]
-                )
-            data = pyrage.decrypt(data, identities)
         index = json.loads(zstandard.ZstdDecompressor().decompress(data))
         if index.get("format") != INDEX_FORMAT:
             raise ValueError(index.get("format"))
         return [(str(chunk), int(length)) for chunk, length in index["chunks"]]
-    except pyrage.DecryptError:
-        raise ChunkError(f"the index of {name} does not decrypt", stage="verify") from None
     except (ValueError, KeyError, TypeError, AttributeError, zstandard.ZstdError):
         raise ChunkError(f"the index of {name} is unreadable (corrupted)", stage="verify") from None
 
@@ -121,7 +108,7 @@ def missing_chunks(storage: Storage, backup: Backup) -> tuple[int, list[tuple[st
     listing each (nothing is read). Returns the number of distinct chunks and, for each
     destination missing some, its description and the missing names. Raises ChunkError when
     the index is unreadable, StorageError when the storage fails."""
-    names = {name for name, _ in read_index(storage.get_small(backup.name), None, backup.name)}
+    names = {name for name, _ in read_index(storage.get_small(backup.name), backup.name)}
     missing = []
     for chunks in storage.chunk_storages():
         held = set(chunks.list_names())
@@ -160,7 +147,7 @@ def open_backup_archive(
             compression=get_compression(backup.compression),
             identities=identities,
         )
-    index = read_index(stored.read(), identities, backup.name)
+    index = read_index(stored.read(), backup.name)
     # A backup without its manifest (adopted) does not record encryption: its chunks show it.
     encrypted = backup.encrypted or _chunks_encrypted(storage, index)
     stores = open_chunk_stores(

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zstandard
@@ -55,7 +54,6 @@ class DedupStats:
     new_bytes: int = 0
     logical_bytes: int = 0
     referenced_bytes: int = 0  # stored size of every chunk the backup references, once each
-    uploads: dict[str, int] = field(default_factory=dict)  # destination -> chunks uploaded
 
     def as_manifest(self) -> dict[str, int]:
         """The manifest's ``dedup`` record."""
@@ -100,7 +98,6 @@ class DedupWriter:
         self._boundaries: list[int] = []
         self._index: list[tuple[str, int]] = []
         self._queued: set[str] = set()
-        self._referenced: set[str] = set()
         self._pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="bakup-chunks")
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self._futures: list[Future[None]] = []
@@ -124,10 +121,8 @@ class DedupWriter:
                 store.sync()  # every chunk durable before an index names it
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        for name, _length in self._index:
-            if name not in self._referenced:
-                self._referenced.add(name)
-        self.stats.referenced_bytes = sum(self.held[0].get(name, 0) for name in self._referenced)
+        referenced = {name for name, _length in self._index}
+        self.stats.referenced_bytes = sum(self.held[0].get(name, 0) for name in referenced)
         index = json.dumps(
             {"format": INDEX_FORMAT, "chunks": self._index}, separators=(",", ":")
         ).encode()
@@ -212,8 +207,6 @@ class DedupWriter:
                 self.stores[position].put(name, blob)
                 with self._lock:
                     self.held[position][name] = len(blob)
-                    label = self.stores[position].storage.describe()
-                    self.stats.uploads[label] = self.stats.uploads.get(label, 0) + 1
             with self._lock:
                 self.stats.new_chunks += 1
                 self.stats.new_bytes += len(blob)
@@ -234,8 +227,3 @@ class DedupWriter:
         for future in self._futures:
             future.result()
         self._futures = []
-
-
-def progress_hook(writer: DedupWriter) -> Callable[[], dict[str, int]]:
-    """A function returning the writer's figures so far (for logs)."""
-    return writer.stats.as_manifest

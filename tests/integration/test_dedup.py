@@ -7,6 +7,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -164,7 +165,7 @@ def referenced_chunks(backup_dir: Path) -> set[str]:
     return {
         chunk
         for index in backup_dir.glob("postgres_backup_*.sql.dedup")
-        for chunk, _ in read_index(index.read_bytes(), None, index.name)
+        for chunk, _ in read_index(index.read_bytes(), index.name)
     }
 
 
@@ -328,3 +329,29 @@ def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup
         waiting.wait()
     assert waiting.returncode == 0, stdout + stderr
     assert "Waiting for the chunk collection" in stdout
+
+
+def test_export_of_a_single_file_backup_to_stdout_is_its_archive(
+    sample: Database, tmp_path: Path
+) -> None:
+    """Any backup exports: a zstd single-file backup comes out gzip-compressed on stdout,
+    holding exactly the archive the stored file holds."""
+    import gzip
+
+    import zstandard
+
+    backup_dir = tmp_path / "b"
+    env = base_env(DATABASE_URL=sample.url, BACKUP_DIR=str(backup_dir), COMPRESSION="zstd")
+    assert run_bakup("backup", env=env).returncode == 0
+    exported = subprocess.run(
+        [sys.executable, "-m", "bakup.cli", "export", "latest", "--output", "-"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    [stored] = backup_dir.glob("postgres_backup_*.sql.zst")
+    with stored.open("rb") as handle:
+        archive = zstandard.ZstdDecompressor().stream_reader(handle).read()
+    assert gzip.decompress(exported.stdout) == archive
+    assert sample.server.password.encode() not in exported.stdout + exported.stderr

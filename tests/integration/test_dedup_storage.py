@@ -161,7 +161,7 @@ def test_dedup_round_trip_to_a_folder_and_a_bucket_at_once(
     # A chunk lost from the first destination: reads fall back to the bucket's copy, and
     # verify still says the folder lacks it.
     newest = listing[-1]["name"]
-    lost = read_index((local / newest).read_bytes(), None, newest)[0][0]
+    lost = read_index((local / newest).read_bytes(), newest)[0][0]
     (local / "chunks" / lost).unlink()
     damaged = run_bakup("verify", env=env)
     assert damaged.returncode == 1

@@ -30,16 +30,26 @@ def owned(database: Database) -> Iterator[tuple[Database, str]]:
     database.server.psql("postgres", f"DROP ROLE {role}")
 
 
-def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_roles(
-    owned: tuple[Database, str], second_server: PostgresServer, tmp_path: Path
-) -> None:
+def backed_up_with_fresh_target(
+    owned: tuple[Database, str], server: PostgresServer, tmp_path: Path
+) -> tuple[dict[str, str], Database, str]:
+    """Back up the owned database; return the environment to restore it into a new database
+    on ``server``, that database, and the owning role."""
     source, role = owned
     env = base_env(DATABASE_URL=source.url, BACKUP_DIR=str(tmp_path / "b"))
     assert run_bakup("backup", env=env).returncode == 0
-    target = create_database(second_server, "fresh")
+    target = create_database(server, "fresh")
     env["TARGET_DATABASE_URL"] = target.url
+    return env, target, role
 
-    refused = run_bakup("restore", "latest", env=env)
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_roles(
+    owned: tuple[Database, str], second_server: PostgresServer, tmp_path: Path, jobs: str
+) -> None:
+    env, target, role = backed_up_with_fresh_target(owned, second_server, tmp_path)
+
+    refused = run_bakup("restore", "latest", "--jobs", jobs, env=env)
     assert refused.returncode == 1
     assert f"roles the target server lacks: {role}" in refused.stderr
     assert "--roles" in refused.stderr and "--no-owner" in refused.stderr
@@ -55,21 +65,19 @@ def test_missing_roles_are_named_before_the_target_is_touched_then_created_with_
         == "0"
     )
 
-    restored = run_bakup("restore", "latest", "--roles", env=env)
+    restored = run_bakup("restore", "latest", "--roles", "--jobs", jobs, env=env)
     assert restored.returncode == 0, restored.stderr
     assert f"Created roles missing on the target: {role}" in restored.stdout
     assert target.psql("SELECT count(*) FROM accounts") == "500"
     assert target.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'accounts'") == role
+    second_server.psql("postgres", f'DROP DATABASE "{target.name}" WITH (FORCE)')
+    second_server.psql("postgres", f"DROP ROLE {role}")
 
 
 def test_no_owner_restores_without_the_roles(
     owned: tuple[Database, str], second_server: PostgresServer, tmp_path: Path
 ) -> None:
-    source, role = owned
-    env = base_env(DATABASE_URL=source.url, BACKUP_DIR=str(tmp_path / "b"))
-    assert run_bakup("backup", env=env).returncode == 0
-    target = create_database(second_server, "noowner")
-    env["TARGET_DATABASE_URL"] = target.url
+    env, target, role = backed_up_with_fresh_target(owned, second_server, tmp_path)
     restored = run_bakup("restore", "latest", "--no-owner", "--jobs", "1", env=env)
     assert restored.returncode == 0, restored.stderr
     assert target.psql("SELECT count(*) FROM accounts") == "500"
