@@ -251,6 +251,8 @@ def sweep(storage: Storage, database: str, now: datetime | None = None, target: 
       manifest is kept aside, never overwritten, so nothing is deleted because of it);
     - a partial file with no claim at all (an older bakup's leftover): removed if no live
       process holds it.
+    - the temporary file of a small write (a manifest, a chunk) whose writer died mid-write:
+      removed once no live process holds it.
 
     Given the destination (not a MultiStorage) and the database's name. Returns what was done.
     Raises StorageError when the destination cannot be read or changed.
@@ -293,6 +295,8 @@ def sweep(storage: Storage, database: str, now: datetime | None = None, target: 
             continue
         if storage.discard_unfinished(name):
             done.removed.append(name)
+    for temporary in storage.discard_abandoned_temporaries():
+        log.info("Removed the temporary file of an interrupted write: %s", temporary)
     return done
 
 

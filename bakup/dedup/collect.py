@@ -133,6 +133,9 @@ def collect(storage: Storage, *, dry_run: bool = False) -> list[Collection]:
     """
     results = []
     for chunks in storage.chunk_storages():
+        if not dry_run:
+            for temporary in chunks.discard_abandoned_temporaries():
+                log.info("Removed the temporary file of an interrupted write: %s", temporary)
         names = chunks.list_sizes()
         if not any(CHUNK_NAME.match(name) for name in names):
             continue  # no deduplicated backup here

@@ -121,6 +121,12 @@ class Storage(abc.ABC):
         Returns whether something was removed. Raises StorageError."""
         return False
 
+    def discard_abandoned_temporaries(self) -> list[str]:
+        """Remove the temporary files of small writes (manifests, chunks) whose writer died
+        mid-write, where the storage has such files; never one a live writer holds. Returns
+        the names of the files removed. Raises StorageError."""
+        return []
+
     def abort_abandoned_uploads(
         self, live: Collection[str] = (), dead: Collection[str] = ()
     ) -> list[str]:

@@ -13,7 +13,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +23,9 @@ from bakup.errors import StorageError
 from bakup.storage.base import CHUNKS_FOLDER, Storage, StoredWriter
 
 PARTIAL_SUFFIX = ".partial"
+# ``_write_small``'s temporary files: .<name>.<pid>.<thread>.partial
+TEMPORARY_PATTERN = re.compile(r"^\..+\.\d+\.\d+\.partial$")
+TEMPORARY_MIN_AGE_SECONDS = 60.0
 
 
 def describe_os_error(error: OSError, path: Path | str) -> str:
@@ -160,7 +165,11 @@ class LocalStorage(Storage):
         # Unique per writer: a claim's lease renewal and another run may write at once.
         partial = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}{PARTIAL_SUFFIX}"
         try:
-            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            descriptor = os.open(partial, flags, 0o600)
+            # Held until the file is renamed or removed: the sweep removes only temporaries
+            # no live writer holds (see discard_abandoned_temporaries).
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -282,6 +291,40 @@ class LocalStorage(Storage):
             return True
         finally:
             os.close(descriptor)
+
+    def discard_abandoned_temporaries(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StorageError(describe_os_error(error, self.directory)) from None
+        removed = []
+        now = time.time()
+        for entry in entries:
+            if not TEMPORARY_PATTERN.match(entry.name):
+                continue
+            path = self.directory / entry.name
+            try:
+                # A writer creates its file, then locks it: the age closes that tiny window,
+                # the lock says whether the writer is still alive.
+                if now - entry.stat().st_mtime < TEMPORARY_MIN_AGE_SECONDS:
+                    continue
+                descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # renamed into place meanwhile
+            except OSError as error:
+                raise StorageError(describe_os_error(error, path), stage="prune") from None
+            try:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                path.unlink(missing_ok=True)
+                removed.append(entry.name)
+            finally:
+                os.close(descriptor)
+        return removed
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -20,7 +20,7 @@ from tests.end_to_end.conftest import (
     wait_for,
     worker_env,
 )
-from tests.integration.faults import fake_pg_bin
+from tests.integration.faults import data_partials, fake_pg_bin
 from tests.support import redis_server
 from tests.support.postgres_server import find_server_bin, free_port
 from tests.support.receivers import HttpReceiver
@@ -84,7 +84,7 @@ def test_killed_worker_leaves_no_partial_backup_and_the_backup_is_taken_when_one
     schedule = cron_line_minutes_ago(3)  # missed three minutes ago: catch-up takes it
     env = worker_env(small_db, backup_dir, redis_url, BACKUP_SCHEDULE=schedule)
     first = services.start("worker", env={**env, "PG_BIN_DIR": str(hanging)})
-    wait_for(lambda: list(backup_dir.glob(".*.partial")), 60, "a backup in progress")
+    wait_for(lambda: data_partials(backup_dir), 60, "a backup in progress")
     first.kill()
     assert complete_backups(backup_dir) == []
 
@@ -179,7 +179,7 @@ def test_sigterm_lets_the_running_backup_finish(
     worker = services.start("worker", env=env)
     wait_for(lambda: "ready" in worker.output(), 30, "the worker to start")
     send_backup(redis_url, small_db.name, scheduled=False)
-    wait_for(lambda: list(backup_dir.glob(".*.partial")), 30, "the backup to start")
+    wait_for(lambda: data_partials(backup_dir), 30, "the backup to start")
     assert worker.stop(timeout=60) == 0
     assert len(complete_backups(backup_dir)) == 1
     assert not list(backup_dir.glob(".*.partial"))
@@ -326,7 +326,7 @@ def test_redis_killed_mid_backup_and_restarted_empty_loses_nothing_and_backups_r
     )
     worker = services.start("worker", "--beat", "--concurrency", "2", env=env)
     try:
-        wait_for(lambda: list(backup_dir.glob(".*.partial")), 60, "a backup in progress")
+        wait_for(lambda: data_partials(backup_dir), 60, "a backup in progress")
         server.process.kill()
         server.process.wait()
         time.sleep(2)

@@ -10,8 +10,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bakup.catalog import NAME_PATTERN
 from tests.conftest import REPO
 from tests.support.postgres_server import find_server_bin
+
+
+def data_partials(folder: Path) -> list[Path]:
+    """Return the hidden partial files of backups being written in ``folder``
+    (``.<backup name>.partial``), not the temporary files of manifests or leases
+    (``.<name>.<pid>.<thread>.partial``): a run killed while only those exist has no data yet."""
+    return [
+        path
+        for path in folder.glob(".*.partial")
+        if NAME_PATTERN.match(path.name[1 : -len(".partial")])
+    ]
 
 
 def fake_pg_bin(

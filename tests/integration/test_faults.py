@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Database, base_env, run_bakup
-from tests.integration.faults import fake_pg_bin, is_root, read_only_directory, small_filesystem
+from tests.integration.faults import (
+    data_partials,
+    fake_pg_bin,
+    is_root,
+    read_only_directory,
+    small_filesystem,
+)
 from tests.support.postgres_server import free_port
 from tests.support.sample_data import load_sample_data
 
@@ -261,7 +267,7 @@ def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while not list(backup_dir.glob(".*.partial")):
+    while not data_partials(backup_dir):
         assert time.monotonic() < deadline, "no partial file appeared"
         time.sleep(0.1)
     time.sleep(0.5)
@@ -269,7 +275,7 @@ def test_bakup_killed_mid_backup_leaves_nothing_listed_and_next_run_cleans_up(
     process.wait()
     subprocess.run(["pkill", "-KILL", "-f", str(bin_dir)], check=False)
 
-    leftovers = list(backup_dir.glob(".*.partial"))
+    leftovers = data_partials(backup_dir)
     assert leftovers
     assert listed(backup_dir) == before
     again = run_bakup("backup", env={**env, "PG_BIN_DIR": ""})

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from bakup.failpoints import DEDUP_POINTS, POINTS
-from tests.conftest import Database, base_env, run_bakup, start_bakup
-from tests.integration.faults import is_root, pausing_pg_bin, small_filesystem
+from tests.conftest import REPO, Database, base_env, run_bakup, start_bakup
+from tests.integration.faults import data_partials, is_root, pausing_pg_bin, small_filesystem
 from tests.support.postgres_server import find_server_bin
 from tests.support.s3_server import S3Server
 
@@ -207,7 +209,7 @@ def test_a_prune_waits_for_a_backup_of_the_same_database_and_deletes_nothing_of_
     slow = pausing_pg_bin(tmp_path / "bin", pause_after_bytes=1_000_000, pause_seconds=3)
     env = base_env(DATABASE_URL=big_db.url, BACKUP_DIR=str(backup_dir), MAX_BACKUPS="1")
     backup = start_bakup("backup", env={**env, "PG_BIN_DIR": str(slow)})
-    wait_for(lambda: bool(list(backup_dir.glob(".*.partial"))), "the backup never started")
+    wait_for(lambda: bool(data_partials(backup_dir)), "the backup never started")
     prune = start_bakup("prune", env=env)
     prune_out, _ = prune.communicate(timeout=120)
     _, backup_err = backup.communicate(timeout=120)
@@ -385,7 +387,7 @@ def test_a_crash_mid_dump_leaves_nothing_listed_and_the_next_run_clears_it_at_on
     run = start_bakup("backup", env={**env, "PG_BIN_DIR": str(slow)})
     if "BACKUP_DIR" in place.env:
         folder = Path(place.env["BACKUP_DIR"])
-        wait_for(lambda: bool(list(folder.glob(".*.partial"))), "no partial file")
+        wait_for(lambda: bool(data_partials(folder)), "no partial file")
     else:
         wait_for(lambda: place.uploads() > 0, "no multipart upload")
     run.kill()
@@ -415,3 +417,49 @@ def test_the_old_scripts_folder_migration_keeps_backups_older_than_retention_onl
     assert result.returncode == 0, result.stderr
     assert recent.exists() and not old.exists()
     assert f"Deleted {old.name}: older than 30 days" in result.stdout
+
+
+# A writer of one small file that stops for good inside the write, after its data and before
+# the rename: the state a SIGKILL there leaves.
+STUCK_SMALL_WRITER = """
+import os, sys, time
+from pathlib import Path
+from bakup.storage.local import LocalStorage
+os.fsync = lambda descriptor: time.sleep(600)
+LocalStorage(Path(sys.argv[1])).put_small(sys.argv[2], b"{}")
+"""
+
+
+def test_a_small_write_killed_midway_leaves_a_temporary_the_next_prune_removes(
+    small_db: Database, tmp_path: Path
+) -> None:
+    backup_dir = tmp_path / "b"
+    chunks = backup_dir / "chunks"
+    chunks.mkdir(parents=True)
+    writers = {
+        (folder, state): subprocess.Popen(
+            [sys.executable, "-c", STUCK_SMALL_WRITER, str(folder), f"{state}.json"], cwd=REPO
+        )
+        for folder in (backup_dir, chunks)
+        for state in ("killed", "alive")
+    }
+    try:
+        for (folder, state), writer in writers.items():
+            pattern = f".{state}.json.*.partial"
+            wait_for(lambda f=folder, p=pattern: bool(list(f.glob(p))), "no write")
+            if state == "killed":
+                writer.kill()
+                writer.wait()
+        for temporary in [*backup_dir.glob(".*.partial"), *chunks.glob(".*.partial")]:
+            an_hour_ago = time.time() - 3600
+            os.utime(temporary, (an_hour_ago, an_hour_ago))
+        env = base_env(DATABASE_URL=small_db.url, BACKUP_DIR=str(backup_dir))
+        pruned = run_bakup("prune", env=env)
+        assert pruned.returncode == 0, pruned.stderr
+        assert pruned.stdout.count("Removed the temporary file of an interrupted write") == 2
+        for folder in (backup_dir, chunks):
+            assert [p.name.split(".")[1] for p in folder.glob(".*.partial")] == ["alive"]
+    finally:
+        for writer in writers.values():
+            writer.kill()
+            writer.wait()
