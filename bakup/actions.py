@@ -25,7 +25,7 @@ from bakup.catalog import (
 )
 from bakup.compression import get_compression
 from bakup.dburl import ConnectionParams
-from bakup.dedup.chunks import COMPRESSION_LEVEL, open_chunk_stores
+from bakup.dedup.chunks import COMPRESSION_LEVEL, ChunkStore, open_chunk_stores
 from bakup.dedup.collect import Collection, collect, wait_for_collections
 from bakup.dedup.collect import describe as describe_collections
 from bakup.dedup.usage import measure_usage
@@ -33,6 +33,7 @@ from bakup.dump import dump_to_storage
 from bakup.errors import BakupError
 from bakup.globals import capture_globals
 from bakup.journal import record_run
+from bakup.lease import Lease
 from bakup.logs import RULE, megabytes
 from bakup.progress import Progress
 from bakup.redaction import redact
@@ -209,73 +210,17 @@ def _take_backup(
     )
     name = claim.name
     failpoints.reach("claimed")
-    if dedup:
-        # After the claim, before the chunks are listed: see bakup.dedup.collect.
-        wait_for_collections(storage)
-    log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
-    log.info("Compressing backup...")
     try:
-        with (
-            lifecycle.held(storage, claim),
-            Progress(f"Backing up {target.name}", total=_previous_size(storage)) as progress,
-        ):
-            result = dump_to_storage(
-                database,
-                storage,
-                name,
-                compression=target.compression,
-                level=target.compression_level,
-                pg_bin_dir=settings.pg_bin_dir,
-                recipients=recipients,
-                progress=progress,
-                chunk_stores=chunk_stores,
+        with lifecycle.held(storage, claim) as lease:
+            if dedup:
+                # After the claim, before the chunks are listed: see bakup.dedup.collect. The
+                # lease is renewed while it waits, so no one takes the claim for a dead one.
+                wait_for_collections(storage)
+            log.info("Creating backup: %s", f"{storage.describe().rstrip('/')}/{name}")
+            log.info("Compressing backup...")
+            backup = _dump_and_record(
+                settings, target, database, storage, claim, lease, chunk_stores
             )
-            progress.close()  # the live line is gone before the next log line
-            failpoints.reach("published")
-            try:
-                # After the dump: a failed dump needs no globals, and their failure never
-                # fails the backup (capture_globals warns and records none).
-                server_globals = capture_globals(
-                    database,
-                    pg_bin_dir=settings.pg_bin_dir,
-                    recipients=recipients,
-                    label=target.name,
-                    name=name,
-                )
-                backup = Backup(
-                    name=name,
-                    database=database.dbname,
-                    created_at=claim.created_at,
-                    finished_at=datetime.now(UTC),
-                    size_bytes=result.size_bytes,
-                    raw_size_bytes=result.raw_size_bytes,
-                    sha256=result.sha256,
-                    compression="zstd" if dedup else target.compression,
-                    compression_level=(
-                        COMPRESSION_LEVEL
-                        if dedup
-                        else target.compression_level
-                        if target.compression_level is not None
-                        else get_compression(target.compression).default_level
-                    ),
-                    backup_format=target.backup_format,
-                    dedup=result.dedup.as_manifest() if result.dedup is not None else None,
-                    duration_seconds=round(result.duration_seconds, 3),
-                    pg_dump_version=result.archive.pg_dump_version,
-                    server_version=result.archive.server_version,
-                    archive_version=result.archive.archive_version,
-                    source=database.display(),
-                    table_row_counts=result.archive.row_counts,
-                    contents=result.archive.contents(),
-                    bakup_version=__version__,
-                    encrypted=bool(recipients),
-                    globals=server_globals,
-                )
-                lifecycle.complete(storage, backup)
-            except BaseException:
-                result.writer.abort()  # published but never recorded: still this run's own
-                raise
-            result.writer.close()
     except BaseException:
         lifecycle.withdraw(storage, claim)
         raise
@@ -283,6 +228,83 @@ def _take_backup(
     log.info("Backup created successfully")
     log.info("Backup size: %s", megabytes(backup.raw_size_bytes))
     log.info("Backup compressed successfully: %s", megabytes(backup.size_bytes))
+    return backup
+
+
+def _dump_and_record(
+    settings: Settings,
+    target: Target,
+    database: ConnectionParams,
+    storage: Storage,
+    claim: lifecycle.Claim,
+    lease: Lease,
+    chunk_stores: list[ChunkStore] | None,
+) -> Backup:
+    """Dump ``database`` under ``claim`` and record the backup complete, only while ``lease``
+    is still held. Returns the backup; raises what the dump, the storage or a lost lease
+    raises (the data this run published is withdrawn first)."""
+    name = claim.name
+    recipients = settings.recipients()
+    dedup = target.backup_format == DEDUP
+    with Progress(f"Backing up {target.name}", total=_previous_size(storage)) as progress:
+        result = dump_to_storage(
+            database,
+            storage,
+            name,
+            compression=target.compression,
+            level=target.compression_level,
+            pg_bin_dir=settings.pg_bin_dir,
+            recipients=recipients,
+            progress=progress,
+            chunk_stores=chunk_stores,
+        )
+        progress.close()  # the live line is gone before the next log line
+        failpoints.reach("published")
+        try:
+            # After the dump: a failed dump needs no globals, and their failure never
+            # fails the backup (capture_globals warns and records none).
+            server_globals = capture_globals(
+                database,
+                pg_bin_dir=settings.pg_bin_dir,
+                recipients=recipients,
+                label=target.name,
+                name=name,
+            )
+            backup = Backup(
+                name=name,
+                database=database.dbname,
+                created_at=claim.created_at,
+                finished_at=datetime.now(UTC),
+                size_bytes=result.size_bytes,
+                raw_size_bytes=result.raw_size_bytes,
+                sha256=result.sha256,
+                compression="zstd" if dedup else target.compression,
+                compression_level=(
+                    COMPRESSION_LEVEL
+                    if dedup
+                    else target.compression_level
+                    if target.compression_level is not None
+                    else get_compression(target.compression).default_level
+                ),
+                backup_format=target.backup_format,
+                dedup=result.dedup.as_manifest() if result.dedup is not None else None,
+                duration_seconds=round(result.duration_seconds, 3),
+                pg_dump_version=result.archive.pg_dump_version,
+                server_version=result.archive.server_version,
+                archive_version=result.archive.archive_version,
+                source=database.display(),
+                table_row_counts=result.archive.row_counts,
+                contents=result.archive.contents(),
+                bakup_version=__version__,
+                encrypted=bool(recipients),
+                globals=server_globals,
+            )
+            lease.ensure_held()  # nobody took this run for a dead one and swept its work
+            lifecycle.complete(storage, backup)
+        except BaseException:
+            result.writer.abort()  # published but never recorded: still this run's own
+            raise
+        result.writer.close()
     return backup
 
 

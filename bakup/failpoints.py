@@ -2,7 +2,9 @@
 SIGKILL and check that nothing is lost or listed half-made.
 
 ``BAKUP_CRASH_AT=<point>`` in the environment makes the process kill itself when it reaches
-that point; unset (always, in production), ``reach`` does nothing. The points are named in
+that point; ``BAKUP_PAUSE_AT=<point>:<seconds>`` makes it stop there that long (a run that
+froze, or that works longer than its lease). Unset (always, in production), ``reach`` does
+nothing. The points are named in
 docs/backup-lifecycle.md.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 POINTS = (
     "claimed",  # the claim is recorded, no data yet
@@ -27,6 +30,10 @@ DEDUP_POINTS = ("chunks-stored", "collecting", "collected-one")
 
 
 def reach(point: str) -> None:
-    """Die here, at once and without clean-up, if the environment asks for ``point``."""
+    """Die here, at once and without clean-up, or pause here, if the environment asks for
+    ``point``."""
     if os.environ.get("BAKUP_CRASH_AT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    paused, _, seconds = os.environ.get("BAKUP_PAUSE_AT", "").partition(":")
+    if paused == point:
+        time.sleep(float(seconds or 0))

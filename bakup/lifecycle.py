@@ -32,7 +32,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bakup import failpoints
@@ -50,14 +50,10 @@ from bakup.catalog import (
     read_contents,
 )
 from bakup.errors import StorageError, Terminated
+from bakup.lease import Lease, kept
 from bakup.storage.base import Storage
 
 log = logging.getLogger("bakup")
-
-# A claim's lease: renewed every LEASE_RENEW_SECONDS while its run works; a claim whose lease
-# ran out (a run on another machine that died, or froze for that long) may be swept.
-LEASE_SECONDS = 600
-LEASE_RENEW_SECONDS = 60
 
 
 def _boot_id() -> str:
@@ -178,7 +174,7 @@ def claim(
     while True:
         now = datetime.now(UTC).replace(microsecond=0)
         name = backup_name(now, compression, encrypted=encrypted, backup_format=backup_format)
-        record = Claim(name, database, now, owner, now + timedelta(seconds=LEASE_SECONDS))
+        record = Claim(name, database, now, owner, Lease.expiry(now))
         if name not in storage.list_names() and storage.create_small(
             manifest_name(name), manifest_bytes(record.to_json())
         ):
@@ -188,28 +184,17 @@ def claim(
 
 
 @contextlib.contextmanager
-def held(storage: Storage, record: Claim) -> Iterator[None]:
-    """Keep ``record``'s lease alive while the block runs (a thread renews it). A renewal that
-    fails is logged: the run goes on, and only a claim whose lease ran out can be swept."""
-    stop = threading.Event()
+def held(storage: Storage, record: Claim) -> Iterator[Lease]:
+    """Keep ``record``'s lease alive while the block runs (a thread renews it); yields the
+    lease, whose ``ensure_held`` the run asks before it records the backup complete. A renewal
+    that fails is logged: the run goes on, and only a claim whose lease ran out can be swept."""
 
-    def renew() -> None:
-        while not stop.wait(LEASE_RENEW_SECONDS):
-            renewed = replace(
-                record, lease_expires_at=datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
-            )
-            try:
-                storage.put_small(manifest_name(record.name), manifest_bytes(renewed.to_json()))
-            except StorageError as error:
-                log.warning("WARNING: could not renew the claim on %s: %s", record.name, error)
+    def write(expires_at: datetime) -> None:
+        renewed = replace(record, lease_expires_at=expires_at)
+        storage.put_small(manifest_name(record.name), manifest_bytes(renewed.to_json()))
 
-    renewer = threading.Thread(target=renew, name=f"claim-{record.name}", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        renewer.join()
+    with kept(Lease(f"the claim on {record.name}", record.lease_expires_at, write)) as lease:
+        yield lease
 
 
 def complete(storage: Storage, backup: Backup) -> None:

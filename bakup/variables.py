@@ -255,6 +255,20 @@ VARIABLES: tuple[Variable, ...] = (
         "test hook: the step at which bakup kills itself (bakup/failpoints.py)",
         internal=True,
     ),
+    Variable(
+        "BAKUP_PAUSE_AT",
+        INTERNAL,
+        "",
+        "test hook: the step at which bakup pauses, and for how long (bakup/failpoints.py)",
+        internal=True,
+    ),
+    Variable(
+        "BAKUP_LEASE_SECONDS",
+        INTERNAL,
+        "600",
+        "test hook: the lease of a backup's claim and of a chunk collection (bakup/lease.py)",
+        internal=True,
+    ),
 )
 
 BY_NAME = {variable.name: variable for variable in VARIABLES}

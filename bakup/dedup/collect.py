@@ -28,7 +28,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bakup import failpoints
@@ -36,6 +36,7 @@ from bakup.catalog import read_contents
 from bakup.dedup.chunks import CHUNK_NAME
 from bakup.dedup.reader import read_index
 from bakup.errors import StorageError
+from bakup.lease import Lease, kept
 from bakup.lifecycle import Claim, Owner
 from bakup.storage.base import Storage
 
@@ -43,7 +44,9 @@ log = logging.getLogger("bakup")
 
 GC_NAME = re.compile(r"^gc-[0-9a-f]{16}\.json$")
 GC_FORMAT = "bakup-chunk-gc/1"
-GC_LEASE_SECONDS = 3600
+# How long a backup waits for a live collection before it gives up (to be retried): a
+# collection renews its lease while it works, so a long one is not taken for a dead one.
+WAIT_TIMEOUT_SECONDS = 3600
 WAIT_POLL_SECONDS = 2.0
 DEDUP_SUFFIXES = (".sql.dedup",)
 
@@ -103,7 +106,7 @@ def _records(chunks: Storage) -> dict[str, _Record]:
     return found
 
 
-def wait_for_collections(storage: Storage, *, timeout: float = GC_LEASE_SECONDS) -> None:
+def wait_for_collections(storage: Storage, *, timeout: float = WAIT_TIMEOUT_SECONDS) -> None:
     """Wait while a live collection holds any of ``storage``'s chunk stores. Called by a
     deduplicated backup after its claim is recorded and before it lists the chunks. Raises
     StorageError when a collection still runs after ``timeout`` seconds."""
@@ -148,45 +151,74 @@ def _collect_one(
 ) -> Collection:
     result = Collection(chunks.describe())
     own = f"gc-{secrets.token_hex(8)}.json"
-    if not dry_run and not _record_collection(chunks, own):
+    if dry_run:
+        _find_unreferenced(storage, names, result, lease=None)
+        return result
+    owner = Owner.current()
+    expires_at = Lease.expiry()
+    if not _record_collection(chunks, own, _Record(owner, expires_at)):
         result.skipped = "another chunk collection is running"
         return result
+
+    def renew(new_expiry: datetime) -> None:
+        chunks.put_small(own, _Record(owner, new_expiry).to_json())
+
     try:
-        failpoints.reach("collecting")
-        contents = read_contents(storage)
-        live = [name for name, data in contents.claims.items() if _claim_may_be_live(data)]
-        if live:
-            result.skipped = f"a backup is being written ({live[0]}): collected at the next prune"
-            return result
-        broken_claims = [name for name in contents.unreadable if name not in contents.data]
-        if broken_claims:
-            result.skipped = f"the manifest of {broken_claims[0]} is unreadable"
-            return result
-        referenced: set[str] = set()
-        for name in sorted(contents.data):
-            if not name.endswith(DEDUP_SUFFIXES):
-                continue
-            # Indexes name chunks by keyed hashes only: they are stored unencrypted, so a
-            # collection needs no key.
-            referenced.update(chunk for chunk, _ in read_index(storage.get_small(name), name))
-        if dry_run:
-            result.deleted = sorted(n for n in names if CHUNK_NAME.match(n) and n not in referenced)
-            result.deleted_bytes = sum(names[n] for n in result.deleted)
-        else:
-            for name in sorted(names):
-                if not CHUNK_NAME.match(name) or name in referenced:
-                    continue
-                chunks.delete(name)
-                result.deleted.append(name)
-                result.deleted_bytes += names[name]
-                failpoints.reach("collected-one")
-        kept = [n for n in names if CHUNK_NAME.match(n) and n not in set(result.deleted)]
-        result.kept = len(kept)
-        result.stored_bytes = sum(names[n] for n in kept)
+        with kept(Lease("the chunk collection's record", expires_at, renew)) as lease:
+            failpoints.reach("collecting")
+            _find_unreferenced(storage, names, result, lease=lease, chunks=chunks)
         return result
     finally:
-        if not dry_run:
-            chunks.delete(own)
+        chunks.delete(own)
+
+
+def _find_unreferenced(
+    storage: Storage,
+    names: dict[str, int],
+    result: Collection,
+    *,
+    lease: Lease | None,
+    chunks: Storage | None = None,
+) -> None:
+    """Fill ``result`` with the chunks of ``names`` that no index in ``storage`` names; given
+    ``chunks`` and the collection's ``lease``, delete them, each only while the lease is held
+    (a collection that may look dead to others stops, and the next prune goes on)."""
+    contents = read_contents(storage)
+    live = [name for name, data in contents.claims.items() if _claim_may_be_live(data)]
+    if live:
+        result.skipped = f"a backup is being written ({live[0]}): collected at the next prune"
+        return
+    broken_claims = [name for name in contents.unreadable if name not in contents.data]
+    if broken_claims:
+        result.skipped = f"the manifest of {broken_claims[0]} is unreadable"
+        return
+    referenced: set[str] = set()
+    for name in sorted(contents.data):
+        if not name.endswith(DEDUP_SUFFIXES):
+            continue
+        # Indexes name chunks by keyed hashes only: they are stored unencrypted, so a
+        # collection needs no key.
+        referenced.update(chunk for chunk, _ in read_index(storage.get_small(name), name))
+    unreferenced = sorted(n for n in names if CHUNK_NAME.match(n) and n not in referenced)
+    if chunks is None or lease is None:  # a dry run
+        result.deleted = unreferenced
+        result.deleted_bytes = sum(names[n] for n in unreferenced)
+    else:
+        for name in unreferenced:
+            if not lease.is_held():
+                result.skipped = (
+                    "the collection's record could not be renewed in time: "
+                    "the rest is collected at the next prune"
+                )
+                break
+            chunks.delete(name)
+            result.deleted.append(name)
+            result.deleted_bytes += names[name]
+            failpoints.reach("collected-one")
+    gone = set(result.deleted)
+    kept_chunks = [n for n in names if CHUNK_NAME.match(n) and n not in gone]
+    result.kept = len(kept_chunks)
+    result.stored_bytes = sum(names[n] for n in kept_chunks)
 
 
 def _claim_may_be_live(data: dict[str, Any]) -> bool:
@@ -198,11 +230,9 @@ def _claim_may_be_live(data: dict[str, Any]) -> bool:
         return True
 
 
-def _record_collection(chunks: Storage, own: str) -> bool:
+def _record_collection(chunks: Storage, own: str, record: _Record) -> bool:
     """Record this collection in ``chunks`` as ``own`` (create-only), then make sure it is
     the only live one: otherwise withdraw and return False. Dead records are deleted."""
-    now = datetime.now(UTC)
-    record = _Record(Owner.current(), now + timedelta(seconds=GC_LEASE_SECONDS))
     if not chunks.create_small(own, record.to_json()):
         return False
     for name, other in _records(chunks).items():

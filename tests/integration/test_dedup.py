@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyrage
@@ -249,12 +248,11 @@ def test_a_crash_at_any_step_of_a_dedup_backup_or_prune_keeps_every_kept_backup_
     assert all(m["status"] == "complete" for m in manifests(backup_dir))
 
 
-def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup_for_a_collection(
+def test_a_collection_on_another_machine_collects_nothing_while_a_backup_runs(
     changing: Database, s3: S3Server, tmp_path: Path
 ) -> None:
     """Two machines share a bucket (their run locks are local): a prune elsewhere while a
-    deduplicated backup runs collects nothing; a backup that finds a live collection record
-    waits for it to go before it trusts the chunk listing."""
+    deduplicated backup runs collects nothing."""
     env = base_env(
         DATABASE_URL=changing.url,
         STORAGE_URL="s3://backups/shared",
@@ -309,26 +307,7 @@ def test_a_collection_on_another_machine_waits_for_a_running_backup_and_a_backup
     for item in json.loads(run_bakup("list", "--json", env=env).stdout):
         checked = run_bakup("verify", item["name"], env=env)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-
-    # A live collection record (this test process is its owner): the backup waits for it.
-    from bakup.dedup.collect import _Record
-    from bakup.lifecycle import Owner
-
-    record = _Record(Owner.current(), datetime.now(UTC) + timedelta(minutes=5))
-    client.put_object(
-        Bucket="backups", Key="shared/chunks/gc-0123456789abcdef.json", Body=record.to_json()
-    )
-    waiting = start_bakup("backup", env=env)
-    try:
-        time.sleep(5)
-        assert waiting.poll() is None  # still waiting
-        client.delete_object(Bucket="backups", Key="shared/chunks/gc-0123456789abcdef.json")
-        stdout, stderr = waiting.communicate(timeout=120)
-    finally:
-        waiting.kill()
-        waiting.wait()
-    assert waiting.returncode == 0, stdout + stderr
-    assert "Waiting for the chunk collection" in stdout
+    # A backup that finds a live collection record waits for it: test_dedup_leases.py.
 
 
 def test_export_of_a_single_file_backup_to_stdout_is_its_archive(

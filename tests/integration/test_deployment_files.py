@@ -21,7 +21,7 @@ SOURCES = ("bakup", "worker", "metrics", "notifications")
 # Read by the code but not configuration: set by bakup itself for its children.
 INTERNAL = {"PROMETHEUS_MULTIPROC_DIR", "PGAPPNAME", "PGPASSWORD", "PGSERVICEFILE"}
 # Test hooks, never set in a deployment (bakup/failpoints.py).
-INTERNAL |= {"BAKUP_CRASH_AT"}
+INTERNAL |= {"BAKUP_CRASH_AT", "BAKUP_PAUSE_AT", "BAKUP_LEASE_SECONDS"}
 # The system's own search path (PATH's pg_dump is the last client bakup considers).
 INTERNAL |= {"PATH"}
 # The clouds' own credential variables, read the way their tools read them: documented in the
