@@ -200,7 +200,9 @@ def _feed_archive(
     decrypting, decompressing or parsing raises; VerifyError when pg_restore does not
     finish."""
     assert process.stdin is not None
-    stream = open_backup_archive(storage, backup, io.BufferedReader(hashing), identities)
+    stream = open_backup_archive(
+        storage, backup, io.BufferedReader(hashing), identities, every_destination=True
+    )
     size = 0
     progress = Progress(f"Reading back {backup.name}", total=backup.raw_size_bytes or None)
     try:

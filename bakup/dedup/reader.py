@@ -43,9 +43,18 @@ def read_index(data: bytes, name: str) -> list[tuple[str, int]]:
         raise ChunkError(f"the index of {name} is unreadable (corrupted)", stage="verify") from None
 
 
-def fetch_chunk(stores: list[ChunkStore], name: str, identities: list[Any] | None) -> bytes:
+def fetch_chunk(
+    stores: list[ChunkStore], name: str, identities: list[Any] | None, *, every: bool = False
+) -> bytes:
     """Return chunk ``name`` from the first destination that has it intact. Raises the last
-    destination's ChunkError (or StorageError) when none has."""
+    destination's ChunkError (or StorageError) when none has.
+
+    With ``every`` (verification), the chunk is read and checked in every destination, and the
+    first that lacks it or holds it damaged raises, naming that destination: a restore may
+    fall back on another copy, a verification must report the bad one."""
+    if every:
+        found = [store.get(name, identities) for store in stores]
+        return found[0]
     failure: Exception | None = None
     for store in stores:
         try:
@@ -60,10 +69,16 @@ class DedupReader(io.RawIOBase):
     """The archive of a deduplicated backup, reassembled from its chunks."""
 
     def __init__(
-        self, stores: list[ChunkStore], index: list[tuple[str, int]], identities: list[Any] | None
+        self,
+        stores: list[ChunkStore],
+        index: list[tuple[str, int]],
+        identities: list[Any] | None,
+        *,
+        every: bool = False,
     ) -> None:
         self._stores = stores
         self._identities = identities
+        self._every = every
         self._names: Iterator[tuple[str, int]] = iter(index)
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="bakup-read-chunks")
         self._ahead: deque[tuple[int, Future[bytes]]] = deque()
@@ -77,7 +92,12 @@ class DedupReader(io.RawIOBase):
                 return
             name, length = entry
             self._ahead.append(
-                (length, self._pool.submit(fetch_chunk, self._stores, name, self._identities))
+                (
+                    length,
+                    self._pool.submit(
+                        fetch_chunk, self._stores, name, self._identities, every=self._every
+                    ),
+                )
             )
 
     def readable(self) -> bool:
@@ -131,11 +151,18 @@ def _chunks_encrypted(storage: Storage, index: list[tuple[str, int]]) -> bool:
 
 
 def open_backup_archive(
-    storage: Storage, backup: Backup, stored: BinaryIO, identities: list[Any] | None
+    storage: Storage,
+    backup: Backup,
+    stored: BinaryIO,
+    identities: list[Any] | None,
+    *,
+    every_destination: bool = False,
 ) -> BinaryIO:
     """Return the pg_dump archive of ``backup`` given its stored data file's stream
     ``stored`` (the caller may hash it on the way): decrypted and decompressed for a
-    single-file backup, reassembled from its chunks for a deduplicated one.
+    single-file backup, reassembled from its chunks for a deduplicated one. With
+    ``every_destination`` (verification), each chunk is read and checked in every destination,
+    not only in the first that holds it intact.
 
     Raises ConfigError / EncryptionError when it cannot be decrypted, ChunkError when the
     index or a chunk is missing or damaged, StorageError when the storage fails.
@@ -153,4 +180,6 @@ def open_backup_archive(
     stores = open_chunk_stores(
         storage, encrypted=encrypted, identities=identities if encrypted else None
     )
-    return io.BufferedReader(DedupReader(stores, index, identities), 1 << 20)
+    return io.BufferedReader(
+        DedupReader(stores, index, identities, every=every_destination), 1 << 20
+    )

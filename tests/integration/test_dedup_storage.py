@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from bakup.dedup.reader import read_index
 from tests.conftest import REPO, Database, base_env, run_bakup
@@ -168,3 +169,10 @@ def test_dedup_round_trip_to_a_folder_and_a_bucket_at_once(
     [line] = damaged.stderr.strip().splitlines()
     assert f"chunks of {listing[-1]['name']} are missing from {local / 'chunks'} " in line, line
     assert f"(the first: {lost[:16]}...)" in line, line
+    # Back, but damaged in the folder (a whole zstd frame of other data): a restore would read
+    # the bucket's intact copy, and verify must still name the folder's bad one.
+    (local / "chunks" / lost).write_bytes(zstandard.ZstdCompressor().compress(b"not the chunk"))
+    damaged = run_bakup("verify", env=env)
+    assert damaged.returncode == 1
+    [line] = damaged.stderr.strip().splitlines()
+    assert f"chunk {lost[:16]}... in {local / 'chunks'} does not match its name" in line, line
