@@ -53,3 +53,19 @@ def test_the_image_carries_every_supported_client_major_and_no_build_argument() 
         assert f"postgresql-client-{major}" in text
     assert "apt.postgresql.org" in text
     assert not re.search(r"\bPG_MAJOR\b|\bPG_BIN_DIR\b|^ARG ", text, flags=re.MULTILINE)
+
+
+def test_the_build_stage_copies_every_file_the_package_build_reads() -> None:
+    """pip builds the wheel from what the build stage copied: setup.py declares the C row
+    scanner (an optional extension, so its absence would pass unnoticed at run time)."""
+    build_stage = DOCKERFILE.read_text().split("\nFROM ", 2)[1]
+    copied = {
+        word
+        for line in build_stage.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for word in line.split()[1:-1]
+    }
+    for needed in ("pyproject.toml", "setup.py", "README.md", "bakup"):
+        assert needed in copied, f"the build stage does not copy {needed}"
+    assert (REPO / "bakup" / "_rowscan.c").exists()
+    assert "_rowscan.c" in (REPO / "setup.py").read_text()
