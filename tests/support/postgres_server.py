@@ -122,13 +122,18 @@ class PostgresServer:
 
 
 def start(
-    base_dir: Path, *, password: str = DEFAULT_PASSWORD, port: int | None = None
+    base_dir: Path,
+    *,
+    password: str = DEFAULT_PASSWORD,
+    port: int | None = None,
+    bin_dir: Path | None = None,
 ) -> PostgresServer:
-    """Create a cluster in ``base_dir`` (a fresh or missing directory) and start it.
+    """Create a cluster in ``base_dir`` (a fresh or missing directory) and start it, with the
+    server programs of ``bin_dir`` (default: the newest installed major's).
 
     Returns the running server. Raises RuntimeError or CalledProcessError when it cannot start.
     """
-    bin_dir = find_server_bin()
+    bin_dir = bin_dir or find_server_bin()
     user = server_user()
     base_dir = Path(base_dir).resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +187,7 @@ def start(
         capture_output=True,
     )
     (base_dir / "port").write_text(str(port), encoding="utf-8")
+    (base_dir / "bin_dir").write_text(str(bin_dir), encoding="utf-8")  # stop() uses its pg_ctl
     server = PostgresServer(base_dir, port, password)
     deadline = time.monotonic() + 30
     while True:
@@ -199,9 +205,11 @@ def stop(base_dir: Path) -> None:
     data_dir = Path(base_dir).resolve() / "data"
     if not (data_dir / "postmaster.pid").exists():
         return
+    recorded = Path(base_dir).resolve() / "bin_dir"
+    bin_dir = Path(recorded.read_text()) if recorded.exists() else find_server_bin()
     subprocess.run(
         (["runuser", "-u", server_user() or "", "--"] if os.geteuid() == 0 else [])
-        + [str(find_server_bin() / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"],
+        + [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"],
         check=False,
         capture_output=True,
     )
