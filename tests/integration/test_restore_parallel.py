@@ -4,12 +4,12 @@ one table recovered into a scratch database, and ``bakup show``."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,13 +104,35 @@ def test_local_copy_has_every_data_position_patched(
         )
         assert position == summary.block_positions[entry.dump_id]
         assert data[position] in (1, 3)  # a data block or a large-objects block starts there
-    listing = subprocess.run(
-        [f"{find_server_bin()}/pg_restore", "--list", str(tmp_path / "x")],
-        capture_output=True,
-        check=False,
-    )
-    assert listing.returncode != 0  # the copy itself is deleted when the block ends
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the copy itself is deleted when the block ends
+    # pg_restore reads the patched copy's table of contents as it reads the stream's: the same
+    # entries, in the same order (the listing's header comments name the file, so are left out).
+    listed = {}
+    for kind, archive in (("patched", data), ("stream", stream_bytes(storage, backup))):
+        path = tmp_path.parent / f"{tmp_path.name}-{kind}.dump"
+        path.write_bytes(archive)
+        result = subprocess.run(
+            [f"{find_server_bin()}/pg_restore", "--list", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        path.unlink()
+        assert result.returncode == 0, result.stderr
+        listed[kind] = [line for line in result.stdout.splitlines() if not line.startswith(";")]
+    assert listed["patched"] == listed["stream"] and len(listed["patched"]) > 5
+
+
+def stream_bytes(storage: Any, backup: Any) -> bytes:
+    """The archive of ``backup`` as pg_dump streamed it (no positions), decompressed."""
+    from bakup.dedup.reader import open_backup_archive
+
+    with storage.open_reader(backup.name) as stored:
+        archive = open_backup_archive(storage, backup, stored, None)
+        try:
+            return archive.read()
+        finally:
+            archive.close()
 
 
 def start_restore(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -288,4 +310,5 @@ def test_show_lists_what_a_backup_holds(backed_up: dict[str, str], sample: Datab
     assert text.returncode == 0, text.stderr
     assert "sales.orders" in text.stdout and "300000" in text.stdout
     assert "large objects: 2" in text.stdout
-    assert os.environ.get("PGPASSWORD", "\0") not in text.stdout
+    password = sample.server.password
+    assert password and all(password not in out for out in (result.stdout, text.stdout))
