@@ -42,6 +42,7 @@ from bakup.dburl import ConnectionParams
 from bakup.dedup.reader import open_backup_archive
 from bakup.errors import BackupNotFound, RestoreError
 from bakup.local_copy import HashingReader, check_read, check_space, copy_directory, local_copy
+from bakup.logs import megabytes
 from bakup.pgtools import (
     child_connection,
     connect,
@@ -58,8 +59,10 @@ log = logging.getLogger("bakup")
 READ_SIZE = 1 << 20
 # pg_restore --jobs beyond this gains little and holds that many connections to the target.
 MAX_DEFAULT_JOBS = 8
-# Measured on 2 cores (bench/restore_speed, 2 GB): pg_restore -j 2 gained 11 % over one stream,
-# less than the local copy and the staging swap cost, so below 4 cores the default streams.
+# Measured on 2 cores (bench/restore_speed, 2 GB, medians of 3): pg_restore -j 2 of pg_dump's own
+# seekable file took 19.6 s, one stream 19.2 s: the server's backends already fill both cores,
+# so parallel jobs gain nothing there and the local copy and the staging swap only add. Below 4
+# cores the default streams.
 MIN_PARALLEL_CORES = 4
 
 _USER_OBJECTS = """
@@ -305,8 +308,15 @@ def _restore_parallel(
             copying.set_item(table)
         copying.advance(amount)
 
+    copy_started = time.monotonic()
     with copying, local_copy(storage, backup, identities, progress=copied) as copy:
         copying.close()
+        log.info(
+            "Local copy written: %s in %.1f s (%d data positions patched)",
+            megabytes(copy.size),
+            time.monotonic() - copy_started,
+            copy.patched,
+        )
         # Roles are server-wide: the staging copy on the same server sees the same.
         selection, created = _prepare_target(target, copy.summary, options, backup, identities)
         items = len(selection.dump_ids) if selection else len(copy.summary.entries)
