@@ -123,3 +123,37 @@ def test_unusable_config_files_are_rejected(tmp_path: Path, text: str, phrase: s
 def test_a_missing_config_file_is_named() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Settings.from_env({"BAKUP_CONFIG": "/nonexistent/bakup.toml"})
+
+
+def test_backup_format_defaults_to_single_and_a_target_may_choose_dedup(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+[[targets]]
+name = "shop"
+url_env = "SHOP_URL"
+
+[[targets]]
+name = "crm"
+url_env = "SHOP_URL"
+backup_format = "dedup"
+""",
+    )
+    settings = Settings.from_env({"BAKUP_CONFIG": config, "SHOP_URL": URL})
+    assert [t.backup_format for t in settings.targets] == ["single", "dedup"]
+    inherited = Settings.from_env(
+        {"BAKUP_CONFIG": config, "SHOP_URL": URL, "BACKUP_FORMAT": "dedup"}
+    )
+    assert [t.backup_format for t in inherited.targets] == ["dedup", "dedup"]
+
+
+def test_an_unknown_backup_format_is_named_with_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"BACKUP_FORMAT is 'incremental': use one of single, dedup"
+    ):
+        Settings.from_env({"DATABASE_URL": URL, "BACKUP_FORMAT": "incremental"})
+    config = write_config(
+        tmp_path, '[[targets]]\nname = "shop"\nurl_env = "SHOP_URL"\nbackup_format = "zip"\n'
+    )
+    with pytest.raises(ConfigError, match=r"backup_format is 'zip': use one of single, dedup"):
+        Settings.from_env({"BAKUP_CONFIG": config, "SHOP_URL": URL})
