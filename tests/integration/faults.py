@@ -1,8 +1,11 @@
-"""Helpers that cause faults for real: a pg_dump that dies half way, full and read-only disks."""
+"""Helpers that cause faults for real: a pg_dump that dies half way, full and read-only disks,
+a SIGKILL at a crash point and the recovery after it."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bakup.catalog import NAME_PATTERN
-from tests.conftest import REPO
+from tests.conftest import REPO, run_bakup
 from tests.support.postgres_server import find_server_bin
 
 
@@ -150,3 +153,24 @@ def read_only_directory(path: Path) -> Iterator[Path]:
             yield path
         finally:
             path.chmod(0o700)
+
+
+def crash_then_recover(env: dict[str, str], point: str) -> list[str]:
+    """Kill ``bakup backup`` (and the prune after it) at crash point ``point`` with a real
+    SIGKILL; check that every backup listed after the crash verifies, that the next backup
+    succeeds and that every backup listed after it verifies too. Returns the names listed at
+    the end."""
+    crashed = run_bakup("backup", env={**env, "BAKUP_CRASH_AT": point})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+
+    def every_listed_backup_verifies() -> list[str]:
+        listing = json.loads(run_bakup("list", "--json", env=env).stdout)
+        for item in listing:
+            checked = run_bakup("verify", item["name"], env=env)
+            assert checked.returncode == 0, (item, checked.stdout + checked.stderr)
+        return [item["name"] for item in listing]
+
+    assert every_listed_backup_verifies()
+    recovered = run_bakup("backup", env=env)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    return every_listed_backup_verifies()

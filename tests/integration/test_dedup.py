@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pyrage
 import pytest
 
 from tests.conftest import Database, base_env, create_database, run_bakup, start_bakup
-from tests.integration.faults import pausing_pg_bin
+from tests.integration.faults import crash_then_recover, pausing_pg_bin
 from tests.support.postgres_server import PostgresServer, find_server_bin
 from tests.support.s3_server import S3Server
 from tests.support.sample_data import load_sample_data, table_fingerprints
@@ -226,21 +225,7 @@ def test_a_crash_at_any_step_of_a_dedup_backup_or_prune_keeps_every_kept_backup_
     assert run_bakup("backup", env=env).returncode == 0
     changing.psql("DELETE FROM sales.orders WHERE id % 13 = 0")
     time.sleep(1)  # the next backup gets the next second's name
-    crashed = run_bakup("backup", env={**env, "BAKUP_CRASH_AT": point})
-    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-
-    def every_listed_backup_verifies() -> list[str]:
-        listing = json.loads(run_bakup("list", "--json", env=env).stdout)
-        for item in listing:
-            checked = run_bakup("verify", item["name"], env=env)
-            assert checked.returncode == 0, (item, checked.stdout + checked.stderr)
-        return [item["name"] for item in listing]
-
-    assert every_listed_backup_verifies()
-    recovered = run_bakup("backup", env=env)
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    names = every_listed_backup_verifies()
-    assert len(names) <= 2
+    assert len(crash_then_recover(env, point)) <= 2
     # The next prune finished what the crash left: no chunk without an index naming it, no
     # collection record, no claim.
     assert set(chunk_files(backup_dir)) == referenced_chunks(backup_dir)

@@ -7,13 +7,13 @@ no claim and no incomplete upload."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import pytest
 
 from bakup.dedup.reader import read_index
 from tests.conftest import Database, base_env, create_database, run_bakup
+from tests.integration.faults import crash_then_recover
 from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import S3Server
 from tests.support.sample_data import load_sample_data
@@ -58,20 +58,7 @@ def test_a_crash_at_a_step_of_a_dedup_backup_or_prune_on_s3_keeps_every_kept_bac
     assert run_bakup("backup", env=env).returncode == 0
     database.psql("UPDATE sales.orders SET amount = amount + 1 WHERE id % 13 = 0")
     time.sleep(1)  # the next backup gets the next second's name
-    crashed = run_bakup("backup", env={**env, "BAKUP_CRASH_AT": point})
-    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-
-    def every_listed_backup_verifies() -> list[str]:
-        listing = json.loads(run_bakup("list", "--json", env=env).stdout)
-        for item in listing:
-            checked = run_bakup("verify", item["name"], env=env)
-            assert checked.returncode == 0, (item, checked.stdout + checked.stderr)
-        return [item["name"] for item in listing]
-
-    assert every_listed_backup_verifies()
-    recovered = run_bakup("backup", env=env)
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert len(every_listed_backup_verifies()) <= 2
+    assert len(crash_then_recover(env, point)) <= 2
 
     stored = bucket(s3)
     chunks = {key.removeprefix("chunks/") for key in stored if len(key) == len("chunks/") + 64}
