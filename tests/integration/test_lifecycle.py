@@ -250,9 +250,10 @@ def test_sigterm_during_a_backup_is_a_recorded_failure_and_leaves_nothing(
     wait_for(lambda: bool(list(backup_dir.glob(".*.sql.gz.partial"))), "the backup never started")
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=60)
-    assert run.returncode == 143
-    [line] = err.strip().splitlines()
-    assert "terminated" in line and "Traceback" not in out + err
+    assert run.returncode == 143, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "terminated" in lines[0] and "Traceback" not in out + err
     assert "ERROR: Failed to create backup: terminated" in out
     assert not list(backup_dir.glob(".*.partial"))
     assert list(backup_dir.glob("postgres_backup_*")) == []  # claim withdrawn too
