@@ -34,7 +34,6 @@ from bakup.catalog import Backup
 from bakup.dedup.reader import open_backup_archive
 from bakup.errors import BakupError, ChecksumMismatch, RestoreError
 from bakup.lifecycle import Owner
-from bakup.read_ahead import read_ahead
 from bakup.storage.base import Storage
 
 READ_SIZE = 1 << 20
@@ -177,12 +176,8 @@ def _write(
         stream = open_backup_archive(
             storage, backup, io.BufferedReader(hashing, READ_SIZE), identities
         )
-        # Reading (hashing, decrypting, decompressing, fetching chunks) runs a few pieces
-        # ahead on a thread, beside the parsing and writing here: the copy takes as long as
-        # the slower half instead of both.
-        pieces = read_ahead(stream, READ_SIZE)
         try:
-            for chunk in pieces:
+            while chunk := stream.read(READ_SIZE):
                 handle.write(chunk)
                 counter.feed(chunk)
                 size += len(chunk)
@@ -191,7 +186,6 @@ def _write(
         except BakupError:
             raise
         except Exception as error:
-            pieces.close()  # the reading thread is done with ``hashing`` before it is read on
             if isinstance(error, OSError) and error.errno is not None:
                 raise  # the disk or the storage, not the data
             # The data does not decompress: hash the rest, as damage is best named by the
@@ -205,7 +199,6 @@ def _write(
                 stage="restore",
             ) from None
         finally:
-            pieces.close()
             stream.close()
     check_read(backup, hashing)
     try:
