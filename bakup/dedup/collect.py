@@ -12,10 +12,11 @@ feet would lose it. Both rules follow from recorded state:
   live one exists, the backup waits, and lists the chunk store only after it ends.
 
 Whichever of the two writes its record second sees the other's, so a backup never trusts a
-listing that a collection may still shrink. Records are never replaced, only deleted by their
-owner or, once provably dead (same machine, process gone) or out of lease, by anyone: a live
-record is never removed by someone else. A collection that dies leaves its record behind, and
-the next collection deletes it.
+listing that a collection may still shrink. Records are created only if absent and then
+rewritten only by their owner (renewing its lease, bakup.lease), deleted by their owner or, once
+provably dead (same machine, process gone) or out of lease, by anyone: a live record is never
+removed by someone else, and an owner acts only while its lease is held. A collection that
+dies leaves its record behind, and the next collection deletes it.
 A collection killed half way has deleted only unreferenced chunks; the next one finishes.
 An index that cannot be read stops the collection: nothing is deleted on a guess.
 """
