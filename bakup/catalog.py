@@ -476,3 +476,20 @@ __all__ = [
     "read_contents",
     "write_manifest",
 ]
+
+
+def newest_restore_test(backups: list[Backup]) -> tuple[Backup, float] | None:
+    """The backup among ``backups`` whose successful test restore is the most recent (by when
+    it was verified) and that restore's duration in seconds; None when none was restore-tested.
+    A manifest written by hand with a non-number there is passed over."""
+    tested = [
+        backup
+        for backup in backups
+        if backup.verified
+        and backup.verified_at is not None
+        and isinstance((backup.verification or {}).get("restore_duration_seconds"), int | float)
+    ]
+    if not tested:
+        return None
+    newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
+    return newest, float((newest.verification or {})["restore_duration_seconds"])

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from bakup import __version__, events
-from bakup.catalog import Backup, list_backups
+from bakup.catalog import Backup, list_backups, newest_restore_test
 from bakup.dedup.usage import measure_usage, one_destination
 from bakup.errors import BakupError
 from bakup.schedule import Schedule
@@ -227,17 +227,7 @@ class Recorder:
 
 
 def _last_restore_duration(backups: list[Backup]) -> float | None:
-    """The duration of the most recent successful test restore among ``backups`` (by when it
-    was verified), or None when none was restore-tested. A manifest written by hand with a
-    non-number there is ignored."""
-    tested = [
-        backup
-        for backup in backups
-        if backup.verified
-        and backup.verified_at is not None
-        and isinstance((backup.verification or {}).get("restore_duration_seconds"), int | float)
-    ]
-    if not tested:
-        return None
-    newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
-    return float((newest.verification or {})["restore_duration_seconds"])
+    """The duration of the most recent successful test restore among ``backups``, or None
+    when none was restore-tested."""
+    found = newest_restore_test(backups)
+    return found[1] if found else None

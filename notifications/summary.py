@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bakup.catalog import DEDUP, Backup, list_backups
+from bakup.catalog import DEDUP, Backup, list_backups, newest_restore_test
 from bakup.dedup.usage import measure_usage, one_destination
 from bakup.errors import BakupError
 from bakup.journal import read_runs
@@ -134,17 +134,10 @@ def _storage_used(storage: Storage, backups: list[Backup]) -> tuple[str, str]:
 def _time_to_restore(backups: list[Backup], now: datetime) -> str:
     """The last measured time to restore: the duration of the newest successful test
     restore, with the backup it restored and how long ago; or why there is none."""
-    tested = [
-        backup
-        for backup in backups
-        if backup.verified
-        and backup.verified_at is not None
-        and isinstance((backup.verification or {}).get("restore_duration_seconds"), int | float)
-    ]
-    if not tested:
+    found = newest_restore_test(backups)
+    if found is None:
         return "not measured (no kept backup has passed a test restore)"
-    newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
-    seconds = float((newest.verification or {})["restore_duration_seconds"])
+    newest, seconds = found
     when = _age(now - newest.verified_at) if newest.verified_at else ""
     return f"{_duration(seconds)} (test restore of {newest.name}, {when} ago)"
 
