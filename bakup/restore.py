@@ -137,17 +137,8 @@ def count_user_relations(target: ConnectionParams) -> int:
 
     Raises RestoreError with the connection failure explained.
     """
-    try:
-        with connect(target) as connection:
-            row = connection.execute(_USER_OBJECTS).fetchone()
-    except psycopg.Error as error:
-        _stage, message = explain_failure(
-            "pg_restore", str(error), 1, target.password, variable=target.variable
-        )
-        raise RestoreError(
-            f"cannot connect to the target {target.display()}: {message}", stage="connect"
-        ) from None
-    return int(row[0]) if row else 0
+    rows = _query_target(target, _USER_OBJECTS)
+    return int(rows[0][0]) if rows else 0
 
 
 def default_jobs() -> int:
@@ -427,9 +418,17 @@ def _prepare_target(
 
 def _schemas(target: ConnectionParams) -> list[str]:
     """The schemas the target database has."""
+    return [
+        str(row[0]) for row in _query_target(target, "SELECT nspname FROM pg_catalog.pg_namespace")
+    ]
+
+
+def _query_target(target: ConnectionParams, query: str) -> list[tuple[Any, ...]]:
+    """Run ``query`` on the target database and return its rows. Raises RestoreError with the
+    connection failure explained."""
     try:
         with connect(target) as connection:
-            rows = connection.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()
+            return connection.execute(query).fetchall()
     except psycopg.Error as error:
         _stage, message = explain_failure(
             "pg_restore", str(error), 1, target.password, variable=target.variable
@@ -437,7 +436,6 @@ def _schemas(target: ConnectionParams) -> list[str]:
         raise RestoreError(
             f"cannot connect to the target {target.display()}: {message}", stage="connect"
         ) from None
-    return [str(row[0]) for row in rows]
 
 
 @contextlib.contextmanager
