@@ -261,47 +261,29 @@ class LocalStorage(Storage):
                 describe_os_error(error, self.directory / name), stage="prune"
             ) from None
 
-    def unfinished_names(self) -> list[str]:
+    def _entries(self) -> list[os.DirEntry[str]]:
+        """The folder's entries (none when it does not exist). Raises StorageError."""
         try:
-            entries = list(os.scandir(self.directory))
+            return list(os.scandir(self.directory))
         except FileNotFoundError:
             return []
         except OSError as error:
             raise StorageError(describe_os_error(error, self.directory)) from None
+
+    def unfinished_names(self) -> list[str]:
         return sorted(
             entry.name[1 : -len(PARTIAL_SUFFIX)]
-            for entry in entries
+            for entry in self._entries()
             if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX)
         )
 
     def discard_unfinished(self, name: str) -> bool:
-        path = self.directory / f".{name}{PARTIAL_SUFFIX}"
-        try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError as error:
-            raise StorageError(describe_os_error(error, path), stage="prune") from None
-        try:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # a live writer holds it
-            path.unlink(missing_ok=True)
-            return True
-        finally:
-            os.close(descriptor)
+        return _unlink_unless_locked(self.directory / f".{name}{PARTIAL_SUFFIX}")
 
     def discard_abandoned_temporaries(self) -> list[str]:
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise StorageError(describe_os_error(error, self.directory)) from None
         removed = []
         now = time.time()
-        for entry in entries:
+        for entry in self._entries():
             if not TEMPORARY_PATTERN.match(entry.name):
                 continue
             path = self.directory / entry.name
@@ -310,21 +292,34 @@ class LocalStorage(Storage):
                 # the lock says whether the writer is still alive.
                 if now - entry.stat().st_mtime < TEMPORARY_MIN_AGE_SECONDS:
                     continue
-                descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue  # renamed into place meanwhile
             except OSError as error:
                 raise StorageError(describe_os_error(error, path), stage="prune") from None
-            try:
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                path.unlink(missing_ok=True)
+            if _unlink_unless_locked(path):
                 removed.append(entry.name)
-            finally:
-                os.close(descriptor)
         return removed
+
+
+def _unlink_unless_locked(path: Path) -> bool:
+    """Delete ``path`` unless a live process holds its flock (its writer does while it
+    writes). Returns whether it was deleted: False when it is gone already or still held.
+    Raises StorageError."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise StorageError(describe_os_error(error, path), stage="prune") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(descriptor)
 
 
 def _fsync_directory(directory: Path) -> None:
