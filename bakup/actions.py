@@ -299,7 +299,7 @@ def _dump_and_record(
                 encrypted=bool(recipients),
                 globals=server_globals,
             )
-            lease.ensure_held()  # nobody took this run for a dead one and swept its work
+            lease.conclude()  # no renewal after this; nobody took the run for a dead one
             lifecycle.complete(storage, backup)
         except BaseException:
             result.writer.abort()  # published but never recorded: still this run's own

@@ -4,7 +4,8 @@ owner works, and how the owner learns that it may no longer be.
 Another machine cannot see whether a process lives, so it trusts a record's lease: once
 ``lease_expires_at`` has passed, the record's work may be swept. The owner therefore renews the
 lease on a thread for as long as it works and, before a step that is safe only while the record
-is its own (recording a backup complete, deleting a chunk), asks ``Lease.ensure_held``: a lease
+is its own, asks whether it still holds it: ``Lease.is_held`` before deleting a chunk,
+``Lease.conclude`` (which first stops the renewals) before recording a backup complete. A lease
 that could not be renewed in time is treated as lost, even if it was renewed later, since
 someone may have swept under it in between. Half the lease is kept as a margin for the clocks
 of the machines sharing a store.
@@ -52,6 +53,8 @@ class Lease:
         self._write = write
         self._lost_at: datetime | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @staticmethod
     def expiry(now: datetime | None = None) -> datetime:
@@ -70,9 +73,9 @@ class Lease:
         """Raise StorageError (transient: the run is retried) when the lease was lost."""
         if not self.is_held():
             raise StorageError(
-                f"{self.label} could not be renewed in time (its lease may have run out, and "
-                "another machine may have cleaned up after it): check the storage's "
-                "availability; the run will be retried",
+                f"{self.label} could not be renewed in time (the process was frozen or the "
+                "storage unreachable), so another machine may have cleaned up after it: "
+                "nothing was kept; check the storage and run again (the worker retries)",
                 stage="store",
             )
 
@@ -90,20 +93,38 @@ class Lease:
         with self._lock:
             self._expires_at = expires_at
 
+    def start_renewing(self) -> None:
+        """Renew the lease on a thread, a tenth of its length apart, until ``stop_renewing``."""
+        self._stop.clear()
+
+        def renew() -> None:
+            while not self._stop.wait(self.seconds / RENEWALS_PER_LEASE):
+                self.renew()
+
+        self._renewer = threading.Thread(target=renew, name=f"lease-{self.label}", daemon=True)
+        self._renewer.start()
+
+    def stop_renewing(self) -> None:
+        """Stop the renewals; a renewal being written finishes first."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+
+    def conclude(self) -> None:
+        """Stop renewing, then raise StorageError if the lease was lost. Call it right before
+        the record is replaced by its final state (a backup recorded complete): a renewal
+        written after that would turn the record back into a live claim."""
+        self.stop_renewing()
+        self.ensure_held()
+
 
 @contextlib.contextmanager
 def kept(lease: Lease) -> Iterator[Lease]:
-    """Renew ``lease`` on a thread while the block runs; yields it."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease.seconds / RENEWALS_PER_LEASE):
-            lease.renew()
-
-    renewer = threading.Thread(target=renew, name=f"lease-{lease.label}", daemon=True)
-    renewer.start()
+    """Renew ``lease`` on a thread while the block runs (or until ``lease.conclude()``);
+    yields it."""
+    lease.start_renewing()
     try:
         yield lease
     finally:
-        stop.set()
-        renewer.join()
+        lease.stop_renewing()

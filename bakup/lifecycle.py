@@ -174,7 +174,7 @@ def claim(
     while True:
         now = datetime.now(UTC).replace(microsecond=0)
         name = backup_name(now, compression, encrypted=encrypted, backup_format=backup_format)
-        record = Claim(name, database, now, owner, Lease.expiry(now))
+        record = Claim(name, database, now, owner, Lease.expiry())
         if name not in storage.list_names() and storage.create_small(
             manifest_name(name), manifest_bytes(record.to_json())
         ):
@@ -186,7 +186,7 @@ def claim(
 @contextlib.contextmanager
 def held(storage: Storage, record: Claim) -> Iterator[Lease]:
     """Keep ``record``'s lease alive while the block runs (a thread renews it); yields the
-    lease, whose ``ensure_held`` the run asks before it records the backup complete. A renewal
+    lease, whose ``conclude`` the run calls before it records the backup complete. A renewal
     that fails is logged: the run goes on, and only a claim whose lease ran out can be swept."""
 
     def write(expires_at: datetime) -> None:

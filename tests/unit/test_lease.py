@@ -4,6 +4,7 @@ renewal does; renewed on a thread while their owner works."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -59,3 +60,14 @@ def test_kept_renews_on_a_thread_while_the_block_runs() -> None:
         assert renewed.wait(5)  # one renewal a tenth of the lease
         assert lease.is_held()
     assert written and written[-1] > datetime.now(UTC)
+
+
+def test_after_conclude_nothing_more_is_written() -> None:
+    written: list[datetime] = []
+    with kept(Lease("x", Lease.expiry(), written.append)) as lease:
+        time.sleep(2.5)  # renewals a second apart
+        lease.conclude()
+        count = len(written)
+        assert count >= 1
+        time.sleep(2.5)
+        assert len(written) == count  # a renewal would turn a final record back into a claim
