@@ -464,20 +464,6 @@ def find_backup(storage: Storage, name: str, database: str = "", target: str = "
     )
 
 
-__all__ = [
-    "Backup",
-    "BackupNotFound",
-    "Contents",
-    "StorageError",
-    "backup_name",
-    "find_backup",
-    "list_backups",
-    "manifest_name",
-    "read_contents",
-    "write_manifest",
-]
-
-
 def newest_restore_test(backups: list[Backup]) -> tuple[Backup, float] | None:
     """The backup among ``backups`` whose successful test restore is the most recent (by when
     it was verified) and that restore's duration in seconds; None when none was restore-tested.
@@ -493,3 +479,18 @@ def newest_restore_test(backups: list[Backup]) -> tuple[Backup, float] | None:
         return None
     newest = max(tested, key=lambda backup: backup.verified_at or backup.created_at)
     return newest, float((newest.verification or {})["restore_duration_seconds"])
+
+
+__all__ = [
+    "Backup",
+    "BackupNotFound",
+    "Contents",
+    "StorageError",
+    "backup_name",
+    "find_backup",
+    "list_backups",
+    "manifest_name",
+    "newest_restore_test",
+    "read_contents",
+    "write_manifest",
+]

@@ -4,8 +4,7 @@ SIGKILL and check that nothing is lost or listed half-made.
 ``BAKUP_CRASH_AT=<point>`` in the environment makes the process kill itself when it reaches
 that point; ``BAKUP_PAUSE_AT=<point>:<seconds>`` makes it stop there that long (a run that
 froze, or that works longer than its lease). Unset (always, in production), ``reach`` does
-nothing. The points are named in
-docs/backup-lifecycle.md.
+nothing. The points are named in docs/backup-lifecycle.md.
 """
 
 from __future__ import annotations

@@ -227,28 +227,24 @@ class LocalStorage(Storage):
             raise StorageError(describe_os_error(error, self.directory / name)) from None
 
     def list_names(self) -> list[str]:
-        try:
-            return sorted(
-                entry.name
-                for entry in os.scandir(self.directory)
-                if entry.is_file() and not entry.name.startswith(".")
-            )
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise StorageError(describe_os_error(error, self.directory)) from None
+        return sorted(
+            entry.name
+            for entry in self._entries()
+            if entry.is_file() and not entry.name.startswith(".")
+        )
 
     def list_sizes(self) -> dict[str, int]:
-        try:
-            return {
-                entry.name: entry.stat().st_size
-                for entry in os.scandir(self.directory)
-                if entry.is_file() and not entry.name.startswith(".")
-            }
-        except FileNotFoundError:
-            return {}
-        except OSError as error:
-            raise StorageError(describe_os_error(error, self.directory)) from None
+        sizes = {}
+        for entry in self._entries():
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            try:
+                sizes[entry.name] = entry.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted since the folder was read: not there any more
+            except OSError as error:
+                raise StorageError(describe_os_error(error, self.directory)) from None
+        return sizes
 
     def chunk_storages(self) -> list[Storage]:
         return [LocalStorage(self.directory / CHUNKS_FOLDER)]
