@@ -151,15 +151,30 @@ def _collect_one(
     storage: Storage, chunks: Storage, names: dict[str, int], *, dry_run: bool
 ) -> Collection:
     result = Collection(chunks.describe())
-    own = f"gc-{secrets.token_hex(8)}.json"
     if dry_run:
-        _find_unreferenced(storage, names, result, lease=None)
-        return result
+        result.deleted, result.skipped = _unreferenced(storage, names)
+    else:
+        _delete_unreferenced(storage, chunks, names, result)
+    gone = set(result.deleted)
+    kept_chunks = [n for n in names if CHUNK_NAME.match(n) and n not in gone]
+    result.kept = len(kept_chunks)
+    result.stored_bytes = sum(names[n] for n in kept_chunks)
+    result.deleted_bytes = sum(names[n] for n in result.deleted)
+    return result
+
+
+def _delete_unreferenced(
+    storage: Storage, chunks: Storage, names: dict[str, int], result: Collection
+) -> None:
+    """Record this collection, then delete the chunks of ``names`` that no index names, each
+    only while the collection's lease is held (one that may look dead to others stops, and
+    the next prune goes on); fills ``result``. Raises StorageError."""
+    own = f"gc-{secrets.token_hex(8)}.json"
     owner = Owner.current()
     expires_at = Lease.expiry()
     if not _record_collection(chunks, own, _Record(owner, expires_at)):
         result.skipped = "another chunk collection is running"
-        return result
+        return
 
     def renew(new_expiry: datetime) -> None:
         chunks.put_small(own, _Record(owner, new_expiry).to_json())
@@ -167,32 +182,31 @@ def _collect_one(
     try:
         with kept(Lease("the chunk collection's record", expires_at, renew)) as lease:
             failpoints.reach("collecting")
-            _find_unreferenced(storage, names, result, lease=lease, chunks=chunks)
-        return result
+            unreferenced, result.skipped = _unreferenced(storage, names)
+            for name in unreferenced:
+                if not lease.is_held():
+                    result.skipped = (
+                        "the collection's record could not be renewed in time: "
+                        "the rest is collected at the next prune"
+                    )
+                    return
+                chunks.delete(name)
+                result.deleted.append(name)
+                failpoints.reach("collected-one")
     finally:
         chunks.delete(own)
 
 
-def _find_unreferenced(
-    storage: Storage,
-    names: dict[str, int],
-    result: Collection,
-    *,
-    lease: Lease | None,
-    chunks: Storage | None = None,
-) -> None:
-    """Fill ``result`` with the chunks of ``names`` that no index in ``storage`` names; given
-    ``chunks`` and the collection's ``lease``, delete them, each only while the lease is held
-    (a collection that may look dead to others stops, and the next prune goes on)."""
+def _unreferenced(storage: Storage, names: dict[str, int]) -> tuple[list[str], str | None]:
+    """The chunks of ``names`` that no index in ``storage`` names, and None; or nothing and
+    why nothing may be collected now (a backup being written, an unreadable claim)."""
     contents = read_contents(storage)
     live = [name for name, data in contents.claims.items() if _claim_may_be_live(data)]
     if live:
-        result.skipped = f"a backup is being written ({live[0]}): collected at the next prune"
-        return
+        return [], f"a backup is being written ({live[0]}): collected at the next prune"
     broken_claims = [name for name in contents.unreadable if name not in contents.data]
     if broken_claims:
-        result.skipped = f"the manifest of {broken_claims[0]} is unreadable"
-        return
+        return [], f"the manifest of {broken_claims[0]} is unreadable"
     referenced: set[str] = set()
     for name in sorted(contents.data):
         if not name.endswith(DEDUP_SUFFIXES):
@@ -200,26 +214,7 @@ def _find_unreferenced(
         # Indexes name chunks by keyed hashes only: they are stored unencrypted, so a
         # collection needs no key.
         referenced.update(chunk for chunk, _ in read_index(storage.get_small(name), name))
-    unreferenced = sorted(n for n in names if CHUNK_NAME.match(n) and n not in referenced)
-    if chunks is None or lease is None:  # a dry run
-        result.deleted = unreferenced
-        result.deleted_bytes = sum(names[n] for n in unreferenced)
-    else:
-        for name in unreferenced:
-            if not lease.is_held():
-                result.skipped = (
-                    "the collection's record could not be renewed in time: "
-                    "the rest is collected at the next prune"
-                )
-                break
-            chunks.delete(name)
-            result.deleted.append(name)
-            result.deleted_bytes += names[name]
-            failpoints.reach("collected-one")
-    gone = set(result.deleted)
-    kept_chunks = [n for n in names if CHUNK_NAME.match(n) and n not in gone]
-    result.kept = len(kept_chunks)
-    result.stored_bytes = sum(names[n] for n in kept_chunks)
+    return sorted(n for n in names if CHUNK_NAME.match(n) and n not in referenced), None
 
 
 def _claim_may_be_live(data: dict[str, Any]) -> bool:
