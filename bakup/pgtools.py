@@ -228,15 +228,26 @@ def program_version(path: str) -> tuple[int, str]:
     return int(match.group(1)), output
 
 
+def _find_prctl() -> Any:
+    """libc's prctl, or None where there is none (not Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once, in the parent: the child, between fork and exec, must not load anything (the
+# dynamic loader's lock may have been held by another thread at the fork, such as a backup's
+# lease renewal), only call what is already resolved.
+_PRCTL = _find_prctl()
+
+
 def die_with_parent(signum: int = signal.SIGKILL) -> None:
     """In a child (between fork and exec, or at its start): ask Linux to send it ``signum``
     when its parent dies, so a killed worker never leaves pg_dump, pg_restore or its beat
-    running on its own."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signum)
-    except (OSError, AttributeError):  # not Linux: the pipe closing still stops the child
-        pass
+    running on its own. Where there is no prctl, the pipe closing still stops the child."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signum)
 
 
 def connect_timeout(database: ConnectionParams, env: Mapping[str, str] | None = None) -> int:
