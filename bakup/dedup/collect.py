@@ -122,7 +122,8 @@ def wait_for_collections(storage: Storage, *, timeout: float = WAIT_TIMEOUT_SECO
             if waited >= timeout:
                 raise StorageError(
                     f"a chunk collection in {chunks.describe()} is still running after "
-                    f"{timeout:.0f} s: the backup will be retried",
+                    f"{timeout:.0f} s: run the backup again once it has ended (the worker "
+                    "retries it)",
                     stage="store",
                 )
             threading.Event().wait(WAIT_POLL_SECONDS)
