@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Database, base_env, create_database, run_bakup, start_bakup
+from tests.conftest import Database, base_env, create_database, run_bakup, start_bakup, wait_for
 from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import S3Server
 from tests.support.sample_data import load_sample_data
 
 pytestmark = pytest.mark.integration
 
-LEASE = 3  # seconds: the runs below outlast it twice over
+LEASE = 4  # seconds: the runs below outlast it; renewals come 0.4 s apart, a 2 s margin
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +56,6 @@ def objects(s3: S3Server, suffix: str) -> dict[str, dict]:
             body = client.get_object(Bucket="backups", Key=item["Key"])["Body"].read()
             found[item["Key"]] = json.loads(body)
     return found
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def verify_all(env: dict[str, str]) -> None:

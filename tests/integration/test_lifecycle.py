@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bakup.failpoints import DEDUP_POINTS, POINTS
-from tests.conftest import REPO, Database, base_env, run_bakup, start_bakup
+from tests.conftest import REPO, Database, base_env, run_bakup, start_bakup, wait_for
 from tests.integration.faults import data_partials, is_root, pausing_pg_bin, small_filesystem
 from tests.support.postgres_server import find_server_bin
 from tests.support.s3_server import S3Server
@@ -193,13 +193,6 @@ def test_a_verification_that_cannot_be_recorded_in_one_destination_keeps_the_oth
 
 
 # -- runs that overlap -----------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_a_prune_waits_for_a_backup_of_the_same_database_and_deletes_nothing_of_it(
