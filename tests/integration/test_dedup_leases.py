@@ -22,7 +22,10 @@ from tests.support.sample_data import load_sample_data
 
 pytestmark = pytest.mark.integration
 
-LEASE = 4  # seconds: the runs below outlast it; renewals come 0.4 s apart, a 2 s margin
+# Seconds: the runs under test outlast it; renewals come 0.6 s apart, with a 3 s margin (a
+# loaded machine's slow writes must not lose a lease the test means to keep). Only the process
+# under test gets it; the others keep the default.
+LEASE = 6
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,6 @@ def shared_env(database: Database, s3: S3Server, tmp_path: Path, machine: str) -
         BACKUP_FORMAT="dedup",
         MAX_BACKUPS="1",
         TMPDIR=str(folder),
-        BAKUP_LEASE_SECONDS=str(LEASE),
         **s3.env(),
     )
 
@@ -77,14 +79,14 @@ def test_a_backup_waiting_for_a_collection_keeps_its_claim_alive_past_its_lease(
     s3.client().put_object(
         Bucket="backups", Key="shared/chunks/gc-00000000000000aa.json", Body=record.to_json()
     )
-    waiting = start_bakup("backup", env=env)
+    waiting = start_bakup("backup", env={**env, "BAKUP_LEASE_SECONDS": str(LEASE)})
     try:
 
         def claims() -> list[dict]:
             return [m for m in objects(s3, ".json").values() if m.get("status") == "running"]
 
         wait_for(lambda: bool(claims()), "the backup's claim")
-        time.sleep(LEASE * 2)
+        time.sleep(LEASE * 1.5)  # an unrenewed claim would have run out by now
         assert waiting.poll() is None, "the backup should still wait for the collection"
         (claim,) = claims()
         # Renewed while waiting: another machine still sees a live claim.
@@ -107,11 +109,18 @@ def test_a_collection_longer_than_its_lease_keeps_its_record_and_a_backup_waits_
     for _ in range(2):
         assert run_bakup("backup", env=one).returncode == 0
         database.psql("UPDATE sales.orders SET amount = amount + 1 WHERE id % 7 = 0")
-    # Machine one's prune stops with its collection recorded, for twice its lease.
-    prune = start_bakup("prune", env={**one, "BAKUP_PAUSE_AT": f"collecting:{LEASE * 3}"})
+    # Machine one's prune stops with its collection recorded, for over twice its lease.
+    prune = start_bakup(
+        "prune",
+        env={
+            **one,
+            "BAKUP_LEASE_SECONDS": str(LEASE),
+            "BAKUP_PAUSE_AT": f"collecting:{LEASE * 2.5}",
+        },
+    )
     try:
         wait_for(lambda: bool(gc_records_in(s3)), "the collection record")
-        time.sleep(LEASE * 1.5)
+        time.sleep(LEASE * 1.25)  # an unrenewed record would have run out by now
         (gc,) = gc_records_in(s3).values()
         assert datetime.fromisoformat(gc["lease_expires_at"]) > datetime.now(UTC)
         # Machine two's backup must not trust the chunk listing while that collection lives.

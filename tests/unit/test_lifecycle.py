@@ -10,8 +10,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bakup.catalog import manifest_bytes, manifest_name
-from bakup.lifecycle import Claim, Owner, sweep
+from bakup.lifecycle import Claim, Owner, claim, sweep
 from bakup.storage.local import LocalStorage
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -74,3 +76,17 @@ def test_a_dead_claim_whose_data_was_published_is_adopted_not_deleted(tmp_path: 
     done = sweep(storage, "app")
     assert done.adopted == [name] and (tmp_path / name).exists()
     assert json.loads((tmp_path / manifest_name(name)).read_text())["status"] == "adopted"
+
+
+def test_a_claims_lease_counts_from_when_it_is_taken_not_from_its_names_whole_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name has one-second resolution; its lease must not lose the fraction of a second the
+    name drops (a short lease would start already within its margin)."""
+    monkeypatch.setenv("BAKUP_LEASE_SECONDS", "4")
+    storage = LocalStorage(tmp_path)
+    before = datetime.now(UTC)
+    claimed = claim(storage, "shop", "gzip", encrypted=False)
+    assert claimed.lease_expires_at >= before + timedelta(seconds=4)
+    recorded = json.loads((tmp_path / manifest_name(claimed.name)).read_text())
+    assert datetime.fromisoformat(recorded["lease_expires_at"]) == claimed.lease_expires_at
